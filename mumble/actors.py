@@ -1,0 +1,225 @@
+"""Actors: the documents of local users, and a cache of remote ones.
+
+Remote actors are fetched with signed GETs, checked (the document's id must
+be on the origin it came from and it must have an inbox), and kept in the
+backend and in a bounded in-memory cache; keys are found through their
+owner's document.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from .backends import Backend
+from .errors import BadRequest, FetchError, Gone, NotFound
+from .fetch import Fetcher
+from .ids import Ids, same_origin
+from .jsonld import CONTEXT, as_list, id_of, types_of
+from .signatures import PublicKey, load_public_key
+from .users import LocalUser
+
+log = logging.getLogger("mumble.actors")
+
+ACTOR_TYPES = frozenset({"Person", "Service", "Application", "Group", "Organization"})
+
+
+def local_actor(ids: Ids, user: LocalUser) -> dict[str, Any]:
+    """The ActivityPub document of a local user."""
+    actor_id = ids.actor(user.username)
+    return {
+        "@context": CONTEXT,
+        "id": actor_id,
+        "type": "Person",
+        "preferredUsername": user.username,
+        "name": user.name or user.username,
+        "summary": user.summary,
+        "url": ids.profile(user.username),
+        "inbox": ids.inbox(user.username),
+        "outbox": ids.outbox(user.username),
+        "followers": ids.followers(user.username),
+        "following": ids.following(user.username),
+        "endpoints": {"sharedInbox": ids.shared_inbox},
+        "manuallyApprovesFollowers": False,
+        "discoverable": True,
+        "indexable": True,
+        "published": _iso(user.created),
+        "publicKey": {
+            "id": ids.key(user.username),
+            "owner": actor_id,
+            "publicKeyPem": user.public_key_pem,
+        },
+    }
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@dataclass(frozen=True)
+class RemoteActor:
+    id: str
+    inbox: str
+    shared_inbox: str | None
+    username: str
+    doc: dict[str, Any]
+
+    @property
+    def delivery_inbox(self) -> str:
+        return self.shared_inbox or self.inbox
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RemoteActor:
+        actor_id, inbox = doc.get("id"), doc.get("inbox")
+        if not isinstance(actor_id, str) or not isinstance(inbox, str):
+            raise BadRequest("an actor needs an id and an inbox")
+        if not same_origin(actor_id, inbox):
+            raise BadRequest("the actor's inbox is on another origin")
+        endpoints = doc.get("endpoints")
+        shared = endpoints.get("sharedInbox") if isinstance(endpoints, dict) else None
+        username = doc.get("preferredUsername")
+        return cls(
+            id=actor_id,
+            inbox=inbox,
+            shared_inbox=shared if isinstance(shared, str) else None,
+            username=username if isinstance(username, str) else "",
+            doc=doc,
+        )
+
+
+def is_actor(doc: Any) -> bool:
+    return bool(ACTOR_TYPES & set(types_of(doc)))
+
+
+def keys_of(doc: dict[str, Any]) -> dict[str, str]:
+    """The PEM keys an actor document publishes, by key id."""
+    keys: dict[str, str] = {}
+    for key in as_list(doc.get("publicKey")):
+        if isinstance(key, dict) and isinstance(key.get("publicKeyPem"), str):
+            owner = key.get("owner", doc.get("id"))
+            if owner == doc.get("id") and isinstance(key.get("id"), str):
+                keys[key["id"]] = key["publicKeyPem"]
+    return keys
+
+
+class RemoteActors:
+    def __init__(
+        self,
+        backend: Backend,
+        fetcher: Fetcher,
+        *,
+        max_age: float,
+        memory_size: int = 10_000,
+    ) -> None:
+        self.backend = backend
+        self.fetcher = fetcher
+        self.max_age = max_age
+        self.memory_size = memory_size
+        # actor id -> (fetched at, actor, whether the backend has it too)
+        self._memory: OrderedDict[str, tuple[float, RemoteActor, bool]] = OrderedDict()
+        self._keys: OrderedDict[str, PublicKey] = OrderedDict()
+
+    def _remember(self, actor: RemoteActor, fetched: float, persisted: bool) -> None:
+        self._memory[actor.id] = (fetched, actor, persisted)
+        self._memory.move_to_end(actor.id)
+        while len(self._memory) > self.memory_size:
+            self._memory.popitem(last=False)
+        for key_id in [k for k, v in self._keys.items() if v.owner == actor.id]:
+            del self._keys[key_id]
+
+    async def cached(self, actor_id: str) -> RemoteActor | None:
+        """The cached copy, however old, or None; never fetches."""
+        if actor_id in self._memory:
+            return self._memory[actor_id][1]
+        record = await self.backend.get("actors", actor_id)
+        if record is None:
+            return None
+        actor = RemoteActor.from_doc(record["doc"])
+        self._remember(actor, record["fetched"], True)
+        return actor
+
+    async def get(
+        self, actor_id: str, *, refresh: bool = False, persist: bool = True
+    ) -> RemoteActor:
+        """The actor, from the cache while fresh, else fetched.
+
+        Without ``persist`` a fetched copy is kept in memory only: signature
+        checks use that, so a rejected request leaves nothing stored.
+        """
+        if not refresh:
+            entry = self._memory.get(actor_id)
+            if entry is None and await self.cached(actor_id) is not None:
+                entry = self._memory.get(actor_id)
+            if entry is not None and time.time() - entry[0] < self.max_age:
+                fetched, actor, persisted = entry
+                if persist and not persisted:
+                    await self.backend.put("actors", actor.id, {"doc": actor.doc, "fetched": fetched})
+                    self._remember(actor, fetched, True)
+                return actor
+        doc = await self.fetcher.get_json(actor_id)
+        return await self.store(doc, expected_origin=actor_id, persist=persist)
+
+    async def store(
+        self, doc: dict[str, Any], *, expected_origin: str, persist: bool = True
+    ) -> RemoteActor:
+        """Keep an actor document that came from ``expected_origin``."""
+        if not is_actor(doc):
+            raise FetchError(f"{expected_origin} is not an actor")
+        try:
+            actor = RemoteActor.from_doc(doc)
+        except BadRequest as exc:
+            raise FetchError(f"{expected_origin}: {exc.message}") from exc
+        if not same_origin(actor.id, expected_origin):
+            raise FetchError(f"{expected_origin} claims to be {actor.id}")
+        now = time.time()
+        if persist:
+            await self.backend.put("actors", actor.id, {"doc": doc, "fetched": now})
+        self._remember(actor, now, persist)
+        return actor
+
+    async def forget(self, actor_id: str) -> bool:
+        self._memory.pop(actor_id, None)
+        for key_id in [k for k, v in self._keys.items() if v.owner == actor_id]:
+            del self._keys[key_id]
+        return await self.backend.delete("actors", actor_id) is not None
+
+    async def key(self, key_id: str, refresh: bool = False) -> PublicKey:
+        """The public key ``key_id`` names, found in its owner's document."""
+        if not refresh and key_id in self._keys:
+            self._keys.move_to_end(key_id)
+            return self._keys[key_id]
+        owner_url = key_id.split("#", 1)[0]
+        try:
+            actor = await self.get(owner_url, refresh=refresh, persist=False)
+        except FetchError:
+            actor = await self._owner_of_key_document(key_id)
+        except (NotFound, Gone) as exc:
+            raise FetchError(f"key {key_id}: {exc.message}") from exc
+        pem = keys_of(actor.doc).get(key_id)
+        if pem is None and not refresh:
+            actor = await self.get(actor.id, refresh=True, persist=False)
+            pem = keys_of(actor.doc).get(key_id)
+        if pem is None:
+            raise FetchError(f"{actor.id} does not publish key {key_id}")
+        try:
+            public = PublicKey(key_id, actor.id, load_public_key(pem))
+        except ValueError as exc:
+            raise FetchError(f"key {key_id} is not a usable public key") from exc
+        self._keys[key_id] = public
+        while len(self._keys) > self.memory_size:
+            self._keys.popitem(last=False)
+        return public
+
+    async def _owner_of_key_document(self, key_id: str) -> RemoteActor:
+        """Some servers give keys their own documents, naming the owner."""
+        try:
+            doc = await self.fetcher.get_json(key_id.split("#", 1)[0])
+        except (NotFound, Gone) as exc:
+            raise FetchError(f"key {key_id}: {exc.message}") from exc
+        owner = id_of(doc.get("owner"))
+        if not owner or not same_origin(owner, key_id):
+            raise FetchError(f"key {key_id} has no owner on its origin")
+        return await self.get(owner, refresh=True, persist=False)

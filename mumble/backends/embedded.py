@@ -1,0 +1,284 @@
+"""The embedded backend: SQLite and the file system, nothing to start.
+
+One SQLite database in the data folder holds records and tasks; blobs are
+files beside it. All SQLite work runs on one dedicated thread, so the event
+loop never waits on the disk and the connection is never shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .base import Backend, Record, Task, TaskOutcome, TaskRunner
+
+log = logging.getLogger("mumble.backends.embedded")
+
+T = TypeVar("T")
+
+LEASE_SECONDS = 600.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL,
+    due REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    leased_until REAL NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'queued',
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (state, due);
+"""
+
+
+class EmbeddedBackend(Backend):
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir)
+        self._db: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._wakeup: asyncio.Event | None = None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if self._executor is None:
+            raise RuntimeError("the backend is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args))
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the backend is not open")
+        return self._db
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "blobs").mkdir(exist_ok=True)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="mumble-sqlite")
+        self._wakeup = asyncio.Event()
+        await self._call(self._open_sync)
+
+    def _open_sync(self) -> None:
+        db = sqlite3.connect(
+            self.data_dir / "mumble.sqlite3", isolation_level=None, check_same_thread=False
+        )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        # This process owns the database: leases left by a previous run are void.
+        db.execute("UPDATE tasks SET leased_until = 0 WHERE state = 'queued'")
+        self._db = db
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        await self._call(self.db.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+        self._db = None
+
+    # records
+
+    async def get(self, ns: str, key: str) -> dict[str, Any] | None:
+        row = await self._call(self._fetchone, "SELECT value FROM records WHERE ns=? AND key=?", (ns, key))
+        return json.loads(row[0]) if row else None
+
+    def _fetchone(self, sql: str, args: tuple[Any, ...]) -> Any:
+        return self.db.execute(sql, args).fetchone()
+
+    async def put(
+        self, ns: str, key: str, value: dict[str, Any], *, only_new: bool = False
+    ) -> bool:
+        verb = "INSERT OR IGNORE" if only_new else "INSERT OR REPLACE"
+        sql = f"{verb} INTO records (ns, key, value) VALUES (?, ?, ?)"
+        count: int = await self._call(self._change, sql, (ns, key, json.dumps(value)))
+        return count > 0
+
+    def _change(self, sql: str, args: tuple[Any, ...]) -> int:
+        return self.db.execute(sql, args).rowcount
+
+    async def delete(self, ns: str, key: str) -> dict[str, Any] | None:
+        row = await self._call(
+            self._fetchone, "DELETE FROM records WHERE ns=? AND key=? RETURNING value", (ns, key)
+        )
+        return json.loads(row[0]) if row else None
+
+    async def query(
+        self,
+        ns: str,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> list[Record]:
+        sql = "SELECT key, value FROM records WHERE ns = ? AND substr(key, 1, ?) = ?"
+        args: list[Any] = [ns, len(prefix), prefix]
+        if after is not None:
+            sql += " AND key < ?" if descending else " AND key > ?"
+            args.append(after)
+        sql += f" ORDER BY key {'DESC' if descending else 'ASC'} LIMIT ?"
+        args.append(limit)
+        rows = await self._call(self._fetchall, sql, tuple(args))
+        return [Record(k, json.loads(v)) for k, v in rows]
+
+    def _fetchall(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        return self.db.execute(sql, args).fetchall()
+
+    async def increment(self, ns: str, key: str, name: str, delta: int = 1) -> int:
+        return await self._call(self._increment, ns, key, name, delta)  # type: ignore[no-any-return]
+
+    def _increment(self, ns: str, key: str, name: str, delta: int) -> int:
+        path = "$." + json.dumps(name)
+        row = self.db.execute(
+            "INSERT INTO records (ns, key, value) VALUES (?, ?, json_object(?, ?)) "
+            "ON CONFLICT (ns, key) DO UPDATE SET value = json_set(value, ?, "
+            "coalesce(json_extract(value, ?), 0) + ?) "
+            "RETURNING json_extract(value, ?)",
+            (ns, key, name, delta, path, path, delta, path),
+        ).fetchone()
+        return int(row[0])
+
+    # blobs
+
+    def _blob_path(self, key: str) -> Path:
+        return self.data_dir / "blobs" / hashlib.sha256(key.encode()).hexdigest()
+
+    async def put_blob(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._blob_path(key)
+        await asyncio.to_thread(path.write_bytes, data)
+        await self.put("blobs", key, {"content_type": content_type, "size": len(data)})
+
+    async def get_blob(self, key: str) -> tuple[bytes, str] | None:
+        meta = await self.get("blobs", key)
+        if meta is None:
+            return None
+        data = await asyncio.to_thread(self._blob_path(key).read_bytes)
+        return data, str(meta["content_type"])
+
+    # tasks
+
+    async def submit(self, tasks: Sequence[Task]) -> int:
+        count: int = await self._call(self._submit, list(tasks))
+        if count and self._wakeup is not None:
+            self._wakeup.set()
+        return count
+
+    def _submit(self, tasks: list[Task]) -> int:
+        rows = [(t.id, t.kind, json.dumps(t.payload), t.due, t.attempts) for t in tasks]
+        with self.db:
+            self.db.execute("BEGIN")
+            before = self.db.total_changes
+            self.db.executemany(
+                "INSERT OR IGNORE INTO tasks (id, kind, payload, due, attempts) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            return self.db.total_changes - before
+
+    def _claim(self, limit: int, now: float) -> list[Task]:
+        rows = self.db.execute(
+            "UPDATE tasks SET leased_until = ? WHERE id IN (SELECT id FROM tasks "
+            "WHERE state = 'queued' AND due <= ? AND leased_until <= ? "
+            "ORDER BY due LIMIT ?) RETURNING id, kind, payload, due, attempts",
+            (now + LEASE_SECONDS, now, now, limit),
+        ).fetchall()
+        return [Task(i, k, json.loads(p), d, a) for i, k, p, d, a in rows]
+
+    def _next_due(self) -> float | None:
+        row = self.db.execute(
+            "SELECT min(max(due, leased_until)) FROM tasks WHERE state = 'queued'"
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def _settle(self, task: Task, outcome: TaskOutcome) -> None:
+        if outcome.done:
+            self.db.execute("DELETE FROM tasks WHERE id = ?", (task.id,))
+        elif outcome.retry_at is not None:
+            self.db.execute(
+                "UPDATE tasks SET due = ?, leased_until = 0, attempts = attempts + ?, "
+                "last_error = ? WHERE id = ?",
+                (outcome.retry_at, int(outcome.count_attempt), outcome.reason, task.id),
+            )
+        else:
+            self.db.execute(
+                "UPDATE tasks SET state = 'dead', attempts = attempts + 1, "
+                "last_error = ? WHERE id = ?",
+                (outcome.reason, task.id),
+            )
+
+    async def task_states(self) -> list[dict[str, Any]]:
+        """Every stored task, for inspection and tests."""
+        rows = await self._call(
+            self._fetchall,
+            "SELECT id, kind, state, due, attempts, last_error FROM tasks ORDER BY due",
+            (),
+        )
+        names = ("id", "kind", "state", "due", "attempts", "last_error")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    async def run_tasks(
+        self, runner: TaskRunner, *, stop: asyncio.Event, concurrency: int = 16
+    ) -> None:
+        assert self._wakeup is not None, "the backend is not open"
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                free = concurrency - len(running)
+                if free <= 0:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                self._wakeup.clear()
+                claimed: list[Task] = await self._call(self._claim, free, time.time())
+                for task in claimed:
+                    job = asyncio.create_task(self._run_one(runner, task))
+                    running.add(job)
+                    job.add_done_callback(running.discard)
+                if not claimed:
+                    await self._idle(stop, running)
+        finally:
+            for job in running:
+                job.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _idle(self, stop: asyncio.Event, running: set[asyncio.Task[None]]) -> None:
+        """Wait for a submission, a finished task, the next due time or the stop."""
+        assert self._wakeup is not None
+        next_due = await self._call(self._next_due)
+        timeout = 1.0 if next_due is None else max(0.0, min(1.0, next_due - time.time()))
+        waiters = {
+            asyncio.ensure_future(self._wakeup.wait()),
+            asyncio.ensure_future(stop.wait()),
+        }
+        try:
+            await asyncio.wait(
+                waiters | running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _run_one(self, runner: TaskRunner, task: Task) -> None:
+        try:
+            outcome = await runner(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task %s (%s) failed; retrying later", task.id, task.kind)
+            outcome = TaskOutcome.retry(time.time() + 60, "internal error")
+        with contextlib.suppress(RuntimeError):
+            await self._call(self._settle, task, outcome)

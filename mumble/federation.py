@@ -1,0 +1,91 @@
+"""The running federation: every component of one Mumble instance, wired once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from .actors import RemoteActors
+from .backends import Backend, Task, TaskOutcome
+from .delivery import Delivery
+from .fetch import Fetcher
+from .follows import Follows
+from .ids import Ids
+from .inbox import Handler, Inbox
+from .posts import Posts
+from .settings import Settings
+from .signatures import PrivateKeyType
+from .users import Users
+
+log = logging.getLogger("mumble.federation")
+
+
+class Federation:
+    """Components share this object; nothing here touches the network or disk
+    until :meth:`open` is awaited."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        handlers: Mapping[str, Sequence[Handler]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.ids = Ids(settings.origin)
+        self.users = Users(backend)
+        self.fetcher = Fetcher(settings, signer=self._fetch_signer)
+        self.actors = RemoteActors(backend, self.fetcher, max_age=settings.actor_cache_seconds)
+        self.follows = Follows(self)
+        self.posts = Posts(self)
+        self.delivery = Delivery(self)
+        self.inbox = Inbox(self, handlers or {})
+        self._stop: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def _fetch_signer(self) -> tuple[str, PrivateKeyType] | None:
+        """Fetches are signed by the first local user, for servers that demand it."""
+        users = await self.users.all()
+        if not users:
+            return None
+        username = min(u.username for u in users)
+        return self.ids.key(username), await self.users.private_key(username)
+
+    async def open(self) -> None:
+        await self.backend.open()
+
+    async def close(self) -> None:
+        await self.stop_worker()
+        await self.fetcher.close()
+        await self.backend.close()
+
+    async def run_task(self, task: Task) -> TaskOutcome:
+        """Run one persisted task, whatever backend scheduled it."""
+        if task.kind == "inbound":
+            return await self.inbox.process(task)
+        if task.kind == "deliver":
+            return await self.delivery.attempt(task)
+        return TaskOutcome.drop(f"unknown task kind {task.kind}")
+
+    def start_worker(self) -> None:
+        """Run persisted tasks in the background of this process."""
+        if self._worker is not None:
+            return
+        self._stop = asyncio.Event()
+        self._worker = asyncio.create_task(
+            self.backend.run_tasks(
+                self.run_task, stop=self._stop, concurrency=self.settings.delivery_concurrency
+            ),
+            name="mumble-worker",
+        )
+
+    async def stop_worker(self) -> None:
+        if self._worker is None or self._stop is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(self._worker, timeout=10)
+        except TimeoutError:
+            self._worker.cancel()
+        self._worker = None

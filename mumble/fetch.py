@@ -1,0 +1,195 @@
+"""Outbound HTTP: signed fetches of remote documents and delivery POSTs.
+
+Every request goes through :class:`Fetcher`, which enforces what a server
+talking to strangers needs: short connect and read timeouts, at most a few
+redirects (each one checked again), a cap on body size, and no connections to
+loopback, private or otherwise special addresses unless the operator allows
+them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from .errors import FetchError, Gone, NotFound
+from .settings import Settings
+from .signatures import PrivateKeyType, sign_request
+
+log = logging.getLogger("mumble.fetch")
+
+ACCEPT = 'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
+JSON_TYPES = ("application/activity+json", "application/ld+json", "application/json", "application/jrd+json")
+
+Signer = Callable[[], Awaitable[tuple[str, PrivateKeyType] | None]]
+"""Gives the key id and private key to sign fetches with, or None to fetch unsigned."""
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class _PublicOnlyResolver(AbstractResolver):
+    """Resolves names, and refuses any that lead to a non-public address."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if is_public_address(r["host"])]
+        if not allowed:
+            raise OSError(f"{host} resolves to no public address")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Fetcher:
+    def __init__(self, settings: Settings, signer: Signer | None = None) -> None:
+        self.settings = settings
+        self.signer = signer
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            resolver = None if self.settings.allow_private_addresses else _PublicOnlyResolver()
+            connector = aiohttp.TCPConnector(
+                limit=max(100, self.settings.delivery_concurrency * 2),
+                limit_per_host=max(8, self.settings.delivery_concurrency),
+                resolver=resolver,
+                ttl_dns_cache=300,
+            )
+            timeout = aiohttp.ClientTimeout(
+                total=self.settings.fetch_timeout,
+                sock_connect=self.settings.connect_timeout,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=timeout,
+                headers={"User-Agent": f"{self.settings.software_name} (+{self.settings.origin})"},
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def check_url(self, url: str) -> None:
+        """Refuse URLs that are not http(s), or that name a non-public address."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchError(f"not an http(s) URL: {url[:200]}")
+        if self.settings.allow_private_addresses:
+            return
+        host = parts.hostname
+        if host == "localhost" or host.endswith(".localhost"):
+            raise FetchError(f"{host} is not a public address")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return
+        if not is_public_address(host):
+            raise FetchError(f"{host} is not a public address")
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        sign: bool = True,
+        signed_headers: dict[str, str] | None = None,
+    ) -> Response:
+        """Make one request, following up to ``max_redirects`` redirects for GET.
+
+        ``signed_headers``, when given, are used as they are (the caller signed).
+        """
+        for _hop in range(self.settings.max_redirects + 1):
+            self.check_url(url)
+            send = dict(headers or {})
+            if signed_headers is not None:
+                send.update(signed_headers)
+            elif sign and self.signer is not None:
+                signer = await self.signer()
+                if signer is not None:
+                    key_id, key = signer
+                    send = sign_request(method, url, key_id=key_id, private_key=key,
+                                        body=body, headers=send)
+            try:
+                async with self.session.request(
+                    method, url, data=body, headers=send, allow_redirects=False
+                ) as resp:
+                    if resp.status in (301, 302, 303, 307, 308) and method == "GET":
+                        location = resp.headers.get("Location")
+                        if not location:
+                            raise FetchError(f"redirect without Location from {url}")
+                        url = urljoin(url, location)
+                        continue
+                    data = await self._read_capped(resp)
+                    return Response(resp.status, dict(resp.headers), data)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise FetchError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
+        raise FetchError(f"too many redirects from {url}")
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        limit = self.settings.max_body_bytes
+        length = resp.content_length
+        if length is not None and length > limit:
+            raise FetchError(f"body of {length} bytes is over the limit")
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise FetchError("body is over the size limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def get_json(self, url: str, *, accept: str = ACCEPT, sign: bool = True) -> dict[str, Any]:
+        """Fetch a JSON document; 404 and 410 raise NotFound and Gone."""
+        resp = await self.request("GET", url, headers={"Accept": accept}, sign=sign)
+        if resp.status == 410:
+            raise Gone(f"{url} is gone")
+        if resp.status == 404:
+            raise NotFound(f"{url} was not found")
+        if resp.status != 200:
+            raise FetchError(f"GET {url} answered {resp.status}")
+        ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if ctype not in JSON_TYPES:
+            raise FetchError(f"GET {url} answered {ctype or 'no content type'}, not JSON")
+        try:
+            doc = resp.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FetchError(f"GET {url} answered malformed JSON") from exc
+        if not isinstance(doc, dict):
+            raise FetchError(f"GET {url} answered JSON that is not an object")
+        return doc

@@ -1,0 +1,208 @@
+"""The inbox: receive, verify, store, answer 202; process afterwards.
+
+Receiving runs on the request path and does only what must happen before
+the answer: check the media type and size, parse, verify the signature and
+that the key belongs to the activity's actor, and hand the activity to the
+backend as a persisted task. Everything else happens when the task runs,
+where a failure is retried instead of being lost.
+
+Answers: 401 for anything about the signature (peers retry those), 400 for
+a body that is not an activity, 413 and 415 for size and media type. A
+Delete of an actor we never knew is answered 202 without fetching anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .backends import Task, TaskOutcome
+from .errors import (
+    BadRequest,
+    FetchError,
+    MumbleError,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from .ids import same_origin
+from .jsonld import id_of, types_of
+from .signatures import SignedRequest, Verification, verify_request
+
+if TYPE_CHECKING:
+    from .federation import Federation
+
+log = logging.getLogger("mumble.inbox")
+
+INBOX_TYPES = ("application/activity+json", "application/ld+json", "application/json")
+MAX_FETCH_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class ActivityContext:
+    """What a handler gets: the activity, who sent it, to whom, and the federation."""
+
+    federation: Federation
+    activity: dict[str, Any]
+    actor_id: str
+    recipient: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        types = types_of(self.activity)
+        return types[0] if types else ""
+
+    @property
+    def object(self) -> Any:
+        return self.activity.get("object")
+
+
+Handler = Callable[[ActivityContext], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Received:
+    """The outcome of receiving one inbound request."""
+
+    status: int
+    reason: str
+    activity_id: str | None = None
+
+
+def parse_activity(body: bytes) -> dict[str, Any]:
+    """Parse a body into an activity with a type and an http(s) actor, or raise 400."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("the body is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise BadRequest("the body is not a JSON object")
+    if not types_of(doc):
+        raise BadRequest("the activity has no type")
+    actor = id_of(doc.get("actor"))
+    if not actor or not actor.startswith(("https://", "http://")):
+        raise BadRequest("the activity has no actor")
+    ident = doc.get("id")
+    if ident is not None and not (isinstance(ident, str) and same_origin(ident, actor)):
+        raise BadRequest("the activity's id is not on its actor's origin")
+    return doc
+
+
+def dedup_key(activity: Mapping[str, Any], body: bytes) -> str:
+    ident = id_of(activity)
+    return ident if ident else "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+class Inbox:
+    def __init__(self, federation: Federation, handlers: Mapping[str, Sequence[Handler]]) -> None:
+        self.fed = federation
+        self.handlers = handlers
+
+    def check_request_shape(self, content_type: str, length: int | None) -> None:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media not in INBOX_TYPES:
+            raise UnsupportedMediaType(f"an inbox takes application/activity+json, not {media or 'nothing'}")
+        if length is not None and length > self.fed.settings.max_body_bytes:
+            raise PayloadTooLarge("the body is over 1 MiB")
+
+    async def receive(self, request: SignedRequest, recipient: str | None) -> Received:
+        """Verify and store one delivery; raise a MumbleError for a 4xx answer."""
+        body = request.body or b""
+        if not request.headers.getall("signature", []):
+            raise Unauthorized("the request is not signed")
+        activity = parse_activity(body)
+        actor_id = id_of(activity["actor"])
+        assert actor_id is not None
+
+        if await self._is_unknown_actor_deleted(activity, actor_id):
+            log.info("ignored the deletion of unknown actor %s", actor_id)
+            return Received(202, "unknown actor deleted")
+
+        verification = await verify_request(request, self.fed.actors.key)
+        self._decide(verification, actor_id)
+
+        key = dedup_key(activity, body)
+        task = Task(
+            id="inbound:" + hashlib.sha256(key.encode()).hexdigest(),
+            kind="inbound",
+            payload={"activity": activity, "recipient": recipient, "actor": actor_id, "key": key, "received": time.time()},
+        )
+        await self.fed.backend.submit([task])
+        return Received(202, "accepted", id_of(activity))
+
+    def _decide(self, verification: Verification, actor_id: str) -> None:
+        if not verification.ok:
+            log.warning("rejected a delivery from %s: %s", actor_id, verification.reason)
+            raise Unauthorized(verification.reason)
+        if verification.owner != actor_id:
+            log.warning("key %s of %s signed for %s", verification.key_id, verification.owner, actor_id)
+            raise Unauthorized("the signing key does not belong to the activity's actor")
+
+    async def _is_unknown_actor_deleted(self, activity: dict[str, Any], actor_id: str) -> bool:
+        if "Delete" not in types_of(activity) or id_of(activity.get("object")) != actor_id:
+            return False
+        return await self.fed.actors.cached(actor_id) is None
+
+    # processing
+
+    async def process(self, task: Task) -> TaskOutcome:
+        """Run the effects of one stored activity, once."""
+        payload = task.payload
+        activity, actor_id = payload["activity"], payload["actor"]
+        if await self.fed.backend.get("seen", payload["key"]) is not None:
+            return TaskOutcome()
+        ctx = ActivityContext(self.fed, activity, actor_id, payload.get("recipient"))
+        try:
+            await self._dispatch(ctx)
+            for handler in self.handlers.get(ctx.type, ()):
+                await handler(ctx)
+        except FetchError as exc:
+            if task.attempts >= MAX_FETCH_RETRIES:
+                return TaskOutcome.drop(f"gave up: {exc.message}")
+            return TaskOutcome.retry(time.time() + 60 * 2**task.attempts, exc.message)
+        except MumbleError as exc:
+            log.info("discarded %s from %s: %s", id_of(activity), actor_id, exc.message)
+            return TaskOutcome.drop(exc.message)
+        await self.fed.backend.put("seen", payload["key"], {"at": time.time()})
+        return TaskOutcome()
+
+    async def _dispatch(self, ctx: ActivityContext) -> None:
+        fed = self.fed
+        kind = ctx.type
+        if kind == "Follow":
+            await fed.follows.on_follow(ctx)
+        elif kind == "Accept":
+            await fed.follows.on_accept(ctx)
+        elif kind == "Reject":
+            await fed.follows.on_reject(ctx)
+        elif kind == "Create":
+            await fed.posts.on_create(ctx)
+        elif kind in ("Like", "Announce"):
+            await fed.posts.on_reaction(ctx)
+        elif kind == "Delete":
+            await fed.posts.on_delete(ctx)
+        elif kind == "Update":
+            await fed.posts.on_update(ctx)
+        elif kind == "Undo":
+            await self._undo(ctx)
+
+    async def _undo(self, ctx: ActivityContext) -> None:
+        inner = ctx.activity.get("object")
+        if isinstance(inner, dict) and id_of(inner.get("actor")) not in (None, ctx.actor_id):
+            raise BadRequest("an actor can only undo its own activities")
+        inner_types = types_of(inner)
+        if not inner_types and isinstance(id_of(inner), str):
+            if await self.fed.backend.get("follow-ids", id_of(inner) or "") is not None:
+                inner_types = ["Follow"]
+            elif await self.fed.backend.get("reaction-ids", id_of(inner) or "") is not None:
+                inner_types = ["Like"]
+        if "Follow" in inner_types:
+            await self.fed.follows.on_undo_follow(ctx, inner)
+        elif set(inner_types) & {"Like", "Announce"}:
+            await self.fed.posts.on_undo_reaction(ctx, inner)

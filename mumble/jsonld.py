@@ -1,0 +1,169 @@
+"""JSON-LD over bundled contexts, and the shape rules peers rely on.
+
+Peers send any multi-valued property either as one value or as a list, and
+spell the public address three ways. The helpers here normalise both. pyld is
+given a document loader that serves the contexts shipped in
+``mumble/contexts`` and refuses everything else, so no context is ever fetched
+from the network. pyld is synchronous and slow; :func:`expand` and
+:func:`compact` run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import json
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+from .errors import BadRequest
+
+AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
+SECURITY_CONTEXT = "https://w3id.org/security/v1"
+PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
+_PUBLIC_ALIASES = frozenset({PUBLIC, "as:Public", "Public"})
+
+#: The context of every document Mumble emits.
+CONTEXT: list[Any] = [
+    AS_CONTEXT,
+    SECURITY_CONTEXT,
+    {
+        "toot": "http://joinmastodon.org/ns#",
+        "schema": "http://schema.org#",
+        "manuallyApprovesFollowers": "as:manuallyApprovesFollowers",
+        "sensitive": "as:sensitive",
+        "discoverable": "toot:discoverable",
+        "indexable": "toot:indexable",
+        "PropertyValue": "schema:PropertyValue",
+        "value": "schema:value",
+    },
+]
+
+#: Properties always emitted as arrays, whatever pyld's compaction says.
+ARRAY_PROPERTIES = ("to", "cc", "bto", "bcc", "tag", "attachment", "audience")
+
+
+def as_list(value: Any) -> list[Any]:
+    """Return a property's values as a list: absent is empty, one is a list of one."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
+def id_of(value: Any) -> str | None:
+    """Return the id of a reference: a string, or an object's ``id``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        ident = value.get("id")
+        return ident if isinstance(ident, str) else None
+    return None
+
+
+def ids_of(value: Any) -> list[str]:
+    """Return the ids of a multi-valued reference property."""
+    return [i for i in map(id_of, as_list(value)) if i]
+
+
+def is_public(address: Any) -> bool:
+    return id_of(address) in _PUBLIC_ALIASES
+
+
+def types_of(obj: Any) -> list[str]:
+    if not isinstance(obj, dict):
+        return []
+    return [t for t in as_list(obj.get("type")) if isinstance(t, str)]
+
+
+def normalise_addressing(obj: dict[str, Any]) -> dict[str, Any]:
+    """Arrays for the multi-valued properties, the full Public IRI in addresses."""
+    out = dict(obj)
+    for name in ARRAY_PROPERTIES:
+        if name in out:
+            values = as_list(out[name])
+            if name in ("to", "cc", "bto", "bcc", "audience"):
+                values = [PUBLIC if is_public(v) else v for v in values]
+            out[name] = values
+    if isinstance(out.get("object"), dict):
+        out["object"] = normalise_addressing(out["object"])
+    return out
+
+
+@functools.cache
+def _documents() -> dict[str, Any]:
+    folder = resources.files("mumble") / "contexts"
+    index = json.loads((folder / "index.json").read_text("utf-8"))
+    docs: dict[str, Any] = {}
+    for url, entry in index["documents"].items():
+        docs[url] = json.loads((folder / entry["file"]).read_text("utf-8"))
+    return docs
+
+
+def _key(url: str) -> str:
+    return url.split("#", 1)[0].rstrip("/")
+
+
+@functools.cache
+def _by_key() -> dict[str, Any]:
+    return {_key(url): doc for url, doc in _documents().items()}
+
+
+def bundled_context_urls() -> list[str]:
+    return sorted(_documents())
+
+
+def load_document(url: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """pyld document loader: a bundled context, or a refusal."""
+    doc = _by_key().get(_key(url))
+    if doc is None:
+        from pyld.jsonld import JsonLdError
+
+        raise JsonLdError(
+            f"context {url} is not bundled",
+            "jsonld.LoadDocumentError",
+            code="loading remote context failed",
+        )
+    return {
+        "contentType": "application/ld+json",
+        "contextUrl": None,
+        "documentUrl": url,
+        "document": copy.deepcopy(doc),
+    }
+
+
+def _run(op: str, doc: Any, *args: Any) -> Any:
+    from pyld import jsonld
+
+    options = {"documentLoader": load_document, "base": None}
+    try:
+        return getattr(jsonld, op)(doc, *args, options)
+    except jsonld.JsonLdError as exc:
+        raise BadRequest(f"invalid JSON-LD: {exc}") from exc
+
+
+def expand_sync(doc: dict[str, Any]) -> list[Any]:
+    return _run("expand", doc)  # type: ignore[no-any-return]
+
+
+def compact_sync(doc: Any, context: Any = None) -> dict[str, Any]:
+    ctx = CONTEXT if context is None else context
+    result = _run("compact", doc, {"@context": ctx})
+    return normalise_addressing(result)
+
+
+async def expand(doc: dict[str, Any]) -> list[Any]:
+    """Expand a document in a worker thread, over bundled contexts only."""
+    return await asyncio.to_thread(expand_sync, doc)
+
+
+async def compact(doc: Any, context: Any = None) -> dict[str, Any]:
+    """Compact a document to Mumble's context, arrays kept where peers expect them."""
+    return await asyncio.to_thread(compact_sync, doc, context)
+
+
+def context_urls(doc: dict[str, Any]) -> Iterable[str]:
+    return (c for c in as_list(doc.get("@context")) if isinstance(c, str))

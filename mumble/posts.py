@@ -1,0 +1,228 @@
+"""Posts: the local user's own, and what peers do to them.
+
+Local posts live in the ``objects`` namespace beside the remote objects worth
+keeping (replies to and mentions of local users). The outbox index orders a
+user's posts by time. Replies, likes and shares of local posts are indexed
+and counted; each reaction is keyed by (object, kind, actor) so the same
+reaction delivered twice, or under a new id, counts once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .errors import BadRequest, Forbidden, NotFound
+from .ids import same_origin
+from .jsonld import (
+    CONTEXT,
+    PUBLIC,
+    as_list,
+    id_of,
+    ids_of,
+    normalise_addressing,
+    types_of,
+)
+from .sanitize import clean_html, clean_object
+
+if TYPE_CHECKING:
+    from .federation import Federation
+    from .inbox import ActivityContext
+
+log = logging.getLogger("mumble.posts")
+
+OBJECT_TYPES = frozenset({"Note", "Article", "Page", "Question", "Image", "Video", "Event"})
+REACTIONS = {"Like": "likes", "Announce": "shares"}
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class Posts:
+    def __init__(self, federation: Federation) -> None:
+        self.fed = federation
+        self.backend = federation.backend
+
+    # local posts
+
+    async def local_post(self, object_id: str) -> dict[str, Any] | None:
+        record = await self.backend.get("objects", object_id)
+        if record is None or not record.get("local"):
+            return None
+        return record
+
+    async def create(self, username: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Publish an object as ``username``: give it ids, store it, deliver it."""
+        if not OBJECT_TYPES & set(types_of(obj)):
+            raise BadRequest(f"cannot post an object of type {obj.get('type')!r}")
+        now = time.time()
+        post_id = uuid.uuid4().hex
+        ids = self.fed.ids
+        object_id = ids.post(username, post_id)
+        actor_id = ids.actor(username)
+        to = ids_of(obj.get("to")) or [PUBLIC]
+        cc = ids_of(obj.get("cc")) or [ids.followers(username)]
+        content = obj.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise BadRequest("a post needs content")
+        note = {k: v for k, v in obj.items() if k not in ("@context", "bto", "bcc")}
+        note |= {
+            "id": object_id,
+            "type": types_of(obj)[0],
+            "attributedTo": actor_id,
+            "content": clean_html(content),
+            "published": iso(now),
+            "url": object_id,
+            "to": to,
+            "cc": cc,
+            "replies": f"{object_id}/replies",
+            "likes": f"{object_id}/likes",
+            "shares": f"{object_id}/shares",
+        }
+        in_reply_to = id_of(obj.get("inReplyTo"))
+        if in_reply_to:
+            note["inReplyTo"] = in_reply_to
+        note = normalise_addressing(clean_object(note))
+        activity = {
+            "@context": CONTEXT,
+            "id": f"{object_id}/activity",
+            "type": "Create",
+            "actor": actor_id,
+            "published": note["published"],
+            "to": to,
+            "cc": cc,
+            "object": note,
+        }
+        await self.backend.put("objects", object_id, {"object": note, "owner": username, "local": True})
+        await self.backend.put("activities", activity["id"], {"activity": activity, "owner": username})
+        await self.backend.put("outbox", f"{username} {now:017.6f} {post_id}", {"activity": activity["id"]})
+        await self.backend.increment("counts", username, "posts", 1)
+        await self.fed.delivery.deliver(username, activity)
+        return activity
+
+    async def delete(self, username: str, object_id: str) -> dict[str, Any]:
+        record = await self.local_post(object_id)
+        if record is None or record.get("owner") != username:
+            raise NotFound("no such post")
+        note = record["object"]
+        tombstone = {"id": object_id, "type": "Tombstone", "formerType": note["type"], "deleted": iso(time.time())}
+        await self.backend.put("objects", object_id, {"object": tombstone, "owner": username, "local": True})
+        await self.backend.increment("counts", username, "posts", -1)
+        activity = {
+            "@context": CONTEXT,
+            "id": f"{object_id}#delete",
+            "type": "Delete",
+            "actor": self.fed.ids.actor(username),
+            "to": note.get("to", [PUBLIC]),
+            "cc": note.get("cc", []),
+            "object": tombstone,
+        }
+        await self.fed.delivery.deliver(username, activity)
+        return activity
+
+    async def counts(self, object_id: str) -> dict[str, int]:
+        record = await self.backend.get("counts", object_id) or {}
+        return {k: int(record.get(k, 0)) for k in ("replies", "likes", "shares")}
+
+    # inbound
+
+    async def on_create(self, ctx: ActivityContext) -> None:
+        obj = ctx.activity.get("object")
+        if isinstance(obj, str):
+            obj = await self.fed.fetcher.get_json(obj)
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            raise BadRequest("a Create needs an object with an id")
+        if not same_origin(obj["id"], ctx.actor_id):
+            raise Forbidden("the created object is not on its actor's origin")
+        author = id_of(obj.get("attributedTo"))
+        if author is not None and author != ctx.actor_id:
+            raise Forbidden("the created object is attributed to someone else")
+        parent = id_of(obj.get("inReplyTo"))
+        mentions_local = any(self.fed.ids.is_local(a) for a in ids_of(obj.get("to")) + ids_of(obj.get("cc")))
+        reply_to_local = bool(parent and await self.local_post(parent))
+        if not (reply_to_local or mentions_local):
+            return
+        clean = normalise_addressing(clean_object(obj))
+        await self.backend.put("objects", obj["id"], {"object": clean, "owner": None, "local": False, "actor": ctx.actor_id})
+        if reply_to_local and parent:
+            await self._add_reply(parent, obj["id"], str(obj.get("published", "")))
+
+    async def _add_reply(self, parent: str, reply_id: str, published: str) -> None:
+        key = f"{parent} {published} {reply_id}"
+        if await self.backend.put("reply-of", reply_id, {"parent": parent, "key": key}, only_new=True):
+            await self.backend.put("replies", key, {"id": reply_id})
+            await self.backend.increment("counts", parent, "replies", 1)
+
+    async def _remove_reply(self, reply_id: str) -> None:
+        old = await self.backend.delete("reply-of", reply_id)
+        if old is not None:
+            await self.backend.delete("replies", old["key"])
+            await self.backend.increment("counts", old["parent"], "replies", -1)
+
+    async def on_delete(self, ctx: ActivityContext) -> None:
+        object_id = id_of(ctx.activity.get("object"))
+        if not object_id:
+            raise BadRequest("a Delete needs an object")
+        if object_id == ctx.actor_id:
+            await self.fed.follows.forget_actor(ctx.actor_id)
+            await self.fed.actors.forget(ctx.actor_id)
+            return
+        if not same_origin(object_id, ctx.actor_id):
+            raise Forbidden("an actor can only delete objects on its own origin")
+        record = await self.backend.get("objects", object_id)
+        if record is None or record.get("local") or record.get("actor") != ctx.actor_id:
+            return
+        await self.backend.delete("objects", object_id)
+        await self._remove_reply(object_id)
+
+    async def on_update(self, ctx: ActivityContext) -> None:
+        obj = ctx.activity.get("object")
+        if not isinstance(obj, dict):
+            return
+        if id_of(obj) == ctx.actor_id:
+            await self.fed.actors.store(obj, expected_origin=ctx.actor_id)
+            return
+        record = await self.backend.get("objects", id_of(obj) or "")
+        if record is None or record.get("local") or record.get("actor") != ctx.actor_id:
+            return
+        record["object"] = normalise_addressing(clean_object(obj))
+        await self.backend.put("objects", obj["id"], record)
+
+    async def on_reaction(self, ctx: ActivityContext) -> None:
+        kind = REACTIONS[ctx.type]
+        object_id = id_of(ctx.activity.get("object"))
+        if not object_id or await self.local_post(object_id) is None:
+            return
+        key = f"{object_id} {kind} {ctx.actor_id}"
+        activity_id = id_of(ctx.activity) or key
+        if await self.backend.put("reactions", key, {"activity": activity_id}, only_new=True):
+            await self.backend.increment("counts", object_id, kind, 1)
+        await self.backend.put("reaction-ids", activity_id, {"key": key, "object": object_id, "kind": kind, "actor": ctx.actor_id})
+
+    async def on_undo_reaction(self, ctx: ActivityContext, inner: Any) -> None:
+        known = await self.backend.get("reaction-ids", id_of(inner) or "")
+        if known is None and isinstance(inner, dict) and types_of(inner):
+            kind = REACTIONS.get(types_of(inner)[0])
+            object_id = id_of(inner.get("object"))
+            if kind and object_id:
+                known = {"key": f"{object_id} {kind} {ctx.actor_id}", "object": object_id, "kind": kind, "actor": ctx.actor_id}
+        if known is None:
+            return
+        if known["actor"] != ctx.actor_id:
+            raise Forbidden("an actor can only undo its own reactions")
+        if await self.backend.delete("reactions", known["key"]) is not None:
+            await self.backend.increment("counts", known["object"], known["kind"], -1)
+        for ident in {id_of(inner), known.get("activity")} - {None}:
+            await self.backend.delete("reaction-ids", str(ident))
+
+    def is_reaction_type(self, inner: Any, types: list[str]) -> bool:
+        return bool(set(types) & set(REACTIONS))
+
+
+def public_addressed(obj: dict[str, Any]) -> bool:
+    from .jsonld import is_public
+
+    return any(is_public(a) for a in as_list(obj.get("to")) + as_list(obj.get("cc")))

@@ -1,0 +1,47 @@
+"""What every HTTP endpoint shares: the app key, JSON answers, common look-ups."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .errors import BadRequest, NotFound
+from .federation import Federation
+from .negotiation import ACTIVITY_JSON
+from .users import LocalUser
+
+FEDERATION = web.AppKey("federation", Federation)
+
+
+def json_response(
+    doc: Any,
+    *,
+    status: int = 200,
+    content_type: str = ACTIVITY_JSON,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    out = {"Content-Type": content_type, "Vary": "Accept"} | (headers or {})
+    body = json.dumps(doc, ensure_ascii=False).encode()
+    return web.Response(body=body, status=status, headers=out)
+
+
+async def user_or_404(request: web.Request) -> tuple[Federation, LocalUser]:
+    fed = request.app[FEDERATION]
+    user = await fed.users.get(request.match_info["username"])
+    if user is None:
+        raise NotFound("no such user")
+    return fed, user
+
+
+def page_param(request: web.Request) -> str | None:
+    page = request.query.get("page")
+    if page is not None and (not page or len(page) > 512):
+        raise BadRequest("malformed page parameter")
+    return page
+
+
+async def count(fed: Federation, key: str, name: str) -> int:
+    record = await fed.backend.get("counts", key) or {}
+    return int(record.get(name, 0))
