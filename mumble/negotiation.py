@@ -19,8 +19,8 @@ class MediaRange:
 def parse_accept(header: str) -> list[MediaRange]:
     """Parse an Accept header: parameters quoted or not, spaces or none, q-values."""
     ranges = []
-    for part in header.split(","):
-        pieces = _split_params(part)
+    for part in _split(header, ","):
+        pieces = _split(part, ";")
         if not pieces or not pieces[0]:
             continue
         params: dict[str, str] = {}
@@ -38,12 +38,13 @@ def parse_accept(header: str) -> list[MediaRange]:
     return ranges
 
 
-def _split_params(part: str) -> list[str]:
+def _split(text: str, separator: str) -> list[str]:
+    """Split on a separator outside double quotes, trimming each piece."""
     out, current, quoted = [], "", False
-    for char in part:
+    for char in text:
         if char == '"':
             quoted = not quoted
-        if char == ";" and not quoted:
+        if char == separator and not quoted:
             out.append(current.strip())
             current = ""
         else:

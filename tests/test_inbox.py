@@ -23,7 +23,10 @@ async def follow(server: MumbleServer, peer: Peer, user: RemoteUser) -> dict[str
     activity = peer.activity(user, "Follow", server.actor)
     status, _ = await peer.send(user, f"{server.actor}/inbox", activity)
     assert status == 202
-    await eventually(lambda: has_count(server, "alice", "followers", 1))
+    await eventually(lambda: any(
+        d.activity["type"] == "Accept" and d.activity["object"]["id"] == activity["id"]
+        for d in peer.received
+    ))
     return activity
 
 
