@@ -2,8 +2,8 @@
 
 Edges are records keyed ``"<username> <actor id>"`` in the ``followers`` and
 ``following`` namespaces; follow activity ids map back to their edge so an
-Undo or Accept that names only an id finds it. Counts change only when an
-edge really appears or disappears, so repeated deliveries change nothing.
+Undo or Accept that names only an id finds it. Counts follow from the
+edges (see :mod:`mumble.statistics`), so repeated deliveries change nothing.
 """
 
 from __future__ import annotations
@@ -37,9 +37,7 @@ class Follows:
     async def add_follower(self, username: str, actor_id: str, inbox: str, follow_id: str) -> bool:
         record = {"actor": actor_id, "inbox": inbox, "follow": follow_id, "since": time.time()}
         new = await self.backend.put("followers", edge(username, actor_id), record, only_new=True)
-        if new:
-            await self.backend.increment("counts", username, "followers", 1)
-        else:
+        if not new:
             await self.backend.put("followers", edge(username, actor_id), record)
         await self.backend.put("follow-ids", follow_id, {"username": username, "actor": actor_id})
         return new
@@ -48,7 +46,6 @@ class Follows:
         old = await self.backend.delete("followers", edge(username, actor_id))
         if old is None:
             return False
-        await self.backend.increment("counts", username, "followers", -1)
         await self.backend.delete("follow-ids", old.get("follow", ""))
         log.info("%s no longer follows %s", actor_id, username)
         return True
@@ -141,8 +138,6 @@ class Follows:
         old = await self.backend.delete("following", edge(username, actor_id))
         if old is None:
             raise NotFound(f"{username} does not follow {actor_id}")
-        if old.get("state") == "accepted":
-            await self.backend.increment("counts", username, "following", -1)
         await self.backend.delete("outgoing-follows", old["follow"])
         undo = {
             "@context": CONTEXT,
@@ -181,24 +176,18 @@ class Follows:
         key, record = found
         if record.get("state") != "accepted":
             await self.backend.put("following", key, record | {"state": "accepted"})
-            await self.backend.increment("counts", key.split(" ", 1)[0], "following", 1)
 
     async def on_reject(self, ctx: ActivityContext) -> None:
         found = await self._outgoing(ctx)
         if found is None:
             return
-        key, record = found
-        await self.backend.delete("following", key)
-        if record.get("state") == "accepted":
-            await self.backend.increment("counts", key.split(" ", 1)[0], "following", -1)
+        await self.backend.delete("following", found[0])
 
     async def forget_actor(self, actor_id: str) -> None:
         """Remove every edge with an actor that was deleted."""
         for user in await self.fed.users.all():
             await self.remove_follower(user.username, actor_id)
-            old = await self.backend.delete("following", edge(user.username, actor_id))
-            if old is not None and old.get("state") == "accepted":
-                await self.backend.increment("counts", user.username, "following", -1)
+            await self.backend.delete("following", edge(user.username, actor_id))
 
 
 def _bare(activity: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Local posts live in the ``objects`` namespace beside the remote objects worth
 keeping (replies to and mentions of local users). The outbox index orders a
 user's posts by time. Replies, likes and shares of local posts are indexed
-and counted; each reaction is keyed by (object, kind, actor) so the same
+(and so counted, see :mod:`mumble.statistics`); each reaction is keyed by (object, kind, actor) so the same
 reaction delivered twice, or under a new id, counts once.
 """
 
@@ -96,10 +96,10 @@ class Posts:
             "cc": cc,
             "object": note,
         }
-        await self.backend.put("objects", object_id, {"object": note, "owner": username, "local": True})
+        outbox_key = f"{username} {now:017.6f} {post_id}"
+        await self.backend.put("objects", object_id, {"object": note, "owner": username, "local": True, "outbox_key": outbox_key})
         await self.backend.put("activities", activity["id"], {"activity": activity, "owner": username})
-        await self.backend.put("outbox", f"{username} {now:017.6f} {post_id}", {"activity": activity["id"]})
-        await self.backend.increment("counts", username, "posts", 1)
+        await self.backend.put("outbox", outbox_key, {"activity": activity["id"]})
         await self.fed.delivery.deliver(username, activity)
         return activity
 
@@ -110,7 +110,7 @@ class Posts:
         note = record["object"]
         tombstone = {"id": object_id, "type": "Tombstone", "formerType": note["type"], "deleted": iso(time.time())}
         await self.backend.put("objects", object_id, {"object": tombstone, "owner": username, "local": True})
-        await self.backend.increment("counts", username, "posts", -1)
+        await self.backend.delete("outbox", record.get("outbox_key", ""))
         activity = {
             "@context": CONTEXT,
             "id": f"{object_id}#delete",
@@ -154,13 +154,11 @@ class Posts:
         key = f"{parent} {published} {reply_id}"
         if await self.backend.put("reply-of", reply_id, {"parent": parent, "key": key}, only_new=True):
             await self.backend.put("replies", key, {"id": reply_id})
-            await self.backend.increment("counts", parent, "replies", 1)
 
     async def _remove_reply(self, reply_id: str) -> None:
         old = await self.backend.delete("reply-of", reply_id)
         if old is not None:
             await self.backend.delete("replies", old["key"])
-            await self.backend.increment("counts", old["parent"], "replies", -1)
 
     async def on_delete(self, ctx: ActivityContext) -> None:
         object_id = id_of(ctx.activity.get("object"))
@@ -198,8 +196,7 @@ class Posts:
             return
         key = f"{object_id} {kind} {ctx.actor_id}"
         activity_id = id_of(ctx.activity) or key
-        if await self.backend.put("reactions", key, {"activity": activity_id}, only_new=True):
-            await self.backend.increment("counts", object_id, kind, 1)
+        await self.backend.put("reactions", key, {"activity": activity_id}, only_new=True)
         await self.backend.put("reaction-ids", activity_id, {"key": key, "object": object_id, "kind": kind, "actor": ctx.actor_id})
 
     async def on_undo_reaction(self, ctx: ActivityContext, inner: Any) -> None:
@@ -213,16 +210,7 @@ class Posts:
             return
         if known["actor"] != ctx.actor_id:
             raise Forbidden("an actor can only undo its own reactions")
-        if await self.backend.delete("reactions", known["key"]) is not None:
-            await self.backend.increment("counts", known["object"], known["kind"], -1)
+        await self.backend.delete("reactions", known["key"])
         for ident in {id_of(inner), known.get("activity")} - {None}:
             await self.backend.delete("reaction-ids", str(ident))
 
-    def is_reaction_type(self, inner: Any, types: list[str]) -> bool:
-        return bool(set(types) & set(REACTIONS))
-
-
-def public_addressed(obj: dict[str, Any]) -> bool:
-    from .jsonld import is_public
-
-    return any(is_public(a) for a in as_list(obj.get("to")) + as_list(obj.get("cc")))

@@ -6,6 +6,11 @@ blobs (media), and tasks (persisted work, retried until done). Everything
 else Mumble stores, from followers to delivery queues, is built on these few
 methods, so a new backend has little to write and one conformance suite
 (``tests/test_backend_conformance.py``) tells whether it is right.
+
+Counts are derived, not written: a backend applies
+:func:`mumble.statistics.count_changes` to every change of a record in
+:data:`mumble.statistics.COUNTED_NAMESPACES` and keeps the results in the
+``counts`` namespace, either with the change or soon after it.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..statistics import COUNTED_NAMESPACES, count_changes
 from .base import Backend, Record, Task, TaskOutcome, TaskRunner
 
 log = logging.getLogger("mumble.backends.embedded")
@@ -103,6 +104,9 @@ class EmbeddedBackend(Backend):
     async def put(
         self, ns: str, key: str, value: dict[str, Any], *, only_new: bool = False
     ) -> bool:
+        if ns in COUNTED_NAMESPACES:
+            written, _old = await self._call(self._counted_write, ns, key, value, only_new)
+            return bool(written)
         verb = "INSERT OR IGNORE" if only_new else "INSERT OR REPLACE"
         sql = f"{verb} INTO records (ns, key, value) VALUES (?, ?, ?)"
         count: int = await self._call(self._change, sql, (ns, key, json.dumps(value)))
@@ -111,7 +115,37 @@ class EmbeddedBackend(Backend):
     def _change(self, sql: str, args: tuple[Any, ...]) -> int:
         return self.db.execute(sql, args).rowcount
 
+    def _counted_write(
+        self, ns: str, key: str, value: dict[str, Any] | None, only_new: bool
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """Change a record and the counts it implies in one transaction."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT value FROM records WHERE ns=? AND key=?", (ns, key)).fetchone()
+            old = json.loads(row[0]) if row else None
+            if (only_new and old is not None) or (value is None and old is None):
+                db.execute("COMMIT")
+                return False, old
+            if value is None:
+                db.execute("DELETE FROM records WHERE ns=? AND key=?", (ns, key))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO records (ns, key, value) VALUES (?, ?, ?)",
+                    (ns, key, json.dumps(value)),
+                )
+            for change in count_changes(ns, key, old, value):
+                self._increment("counts", change.key, change.name, change.delta)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True, old
+
     async def delete(self, ns: str, key: str) -> dict[str, Any] | None:
+        if ns in COUNTED_NAMESPACES:
+            _written, old = await self._call(self._counted_write, ns, key, None, False)
+            return old  # type: ignore[no-any-return]
         row = await self._call(
             self._fetchone, "DELETE FROM records WHERE ns=? AND key=? RETURNING value", (ns, key)
         )
