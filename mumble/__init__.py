@@ -19,8 +19,8 @@ from .settings import Settings
 __all__ = [
     "ActivityContext",
     "BadRequest",
-    "FetchError",
     "Federation",
+    "FetchError",
     "Forbidden",
     "Gone",
     "Mumble",

@@ -156,7 +156,9 @@ class RemoteActors:
             if entry is not None and time.time() - entry[0] < self.max_age:
                 fetched, actor, persisted = entry
                 if persist and not persisted:
-                    await self.backend.put("actors", actor.id, {"doc": actor.doc, "fetched": fetched})
+                    await self.backend.put(
+                        "actors", actor.id, {"doc": actor.doc, "fetched": fetched}
+                    )
                     self._remember(actor, fetched, True)
                 return actor
         doc = await self.fetcher.get_json(actor_id)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from .auth import OwnerAuth
 from .backends import Backend, create_backend
 from .federation import Federation
 from .inbox import Handler
@@ -14,10 +15,24 @@ from .settings import Settings
 from .web import add_routes, error_middleware
 from .web_base import FEDERATION
 
-ACTIVITY_TYPES = frozenset({
-    "Follow", "Undo", "Create", "Like", "Announce", "Delete", "Update", "Accept",
-    "Reject", "Add", "Remove", "Block", "Move", "Flag",
-})
+ACTIVITY_TYPES = frozenset(
+    {
+        "Follow",
+        "Undo",
+        "Create",
+        "Like",
+        "Announce",
+        "Delete",
+        "Update",
+        "Accept",
+        "Reject",
+        "Add",
+        "Remove",
+        "Block",
+        "Move",
+        "Flag",
+    }
+)
 
 
 class Mumble:
@@ -36,9 +51,16 @@ class Mumble:
         web.run_app(app.web_app())
     """
 
-    def __init__(self, settings: Settings, *, backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backend: Backend | None = None,
+        auth: Callable[[Federation], OwnerAuth] | None = None,
+    ) -> None:
         self.settings = settings
         self._backend = backend
+        self._auth = auth
         self.handlers: dict[str, list[Handler]] = defaultdict(list)
 
     def on(self, activity_type: str) -> Callable[[Handler], Handler]:
@@ -55,7 +77,10 @@ class Mumble:
     def federation(self) -> Federation:
         """A federation over the configured backend, not yet opened."""
         backend = self._backend or create_backend(self.settings)
-        return Federation(self.settings, backend, self.handlers)
+        fed = Federation(self.settings, backend, self.handlers)
+        if self._auth is not None:
+            fed.auth = self._auth(fed)
+        return fed
 
     def web_app(self, *, worker: bool = True) -> web.Application:
         """The aiohttp application; with ``worker``, it also runs persisted tasks."""

@@ -53,11 +53,14 @@ def save_config(data: Path, config: dict[str, Any]) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def settings_from(data: Path, config: dict[str, Any], *, allow_private: bool = False) -> Settings:
+def settings_from(
+    data: Path, config: dict[str, Any], *, allow_private: bool = False
+) -> Settings:
     return Settings(
         origin=config["origin"],
         data_dir=data,
-        allow_private_addresses=allow_private or bool(config.get("allow_private_addresses")),
+        allow_private_addresses=allow_private
+        or bool(config.get("allow_private_addresses")),
     )
 
 
@@ -109,14 +112,20 @@ def cmd_serve(args: argparse.Namespace, factory: AppFactory | None) -> None:
     if not _config_path(data).exists():
         cmd_init(args)
     config = load_config(data)
-    config["listen"] = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    config["listen"] = f"http://{local_host}:{args.port}"
     save_config(data, config)
     settings = settings_from(data, config, allow_private=args.allow_private_addresses)
     if args.app:
         factory = _load_factory(args.app)
     app = (factory or Mumble)(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"serving @{config['username']}@{settings.host} on {config['listen']}", flush=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    print(
+        f"serving @{config['username']}@{settings.host} on {config['listen']}",
+        flush=True,
+    )
     web.run_app(app.web_app(), host=args.host, port=args.port, print=None)
 
 
@@ -124,11 +133,16 @@ def _client_target(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     config = load_config(args.data)
     server = args.server or config.get("listen")
     if not server:
-        raise CommandError("the server's address is unknown; start it with 'mumble serve' or pass --server")
+        raise CommandError(
+            "the server's address is unknown; "
+            "start it with 'mumble serve' or pass --server"
+        )
     return config, server.rstrip("/")
 
 
-async def _request(method: str, url: str, *, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+async def _request(
+    method: str, url: str, *, token: str | None = None, body: Any = None
+) -> tuple[int, Any]:
     import aiohttp
 
     headers = {"Accept": "application/activity+json"}
@@ -139,13 +153,15 @@ async def _request(method: str, url: str, *, token: str | None = None, body: Any
         headers["Content-Type"] = "application/activity+json"
         data = json.dumps(body)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            async with session.request(method, url, data=data, headers=headers) as resp:
-                text = await resp.text()
-                try:
-                    return resp.status, json.loads(text)
-                except ValueError:
-                    return resp.status, {"error": text[:200]}
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+            session.request(method, url, data=data, headers=headers) as resp,
+        ):
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text)
+            except ValueError:
+                return resp.status, {"error": text[:200]}
     except aiohttp.ClientError as exc:
         raise CommandError(f"cannot reach the server at {url}: {exc}") from exc
 
@@ -156,7 +172,9 @@ def _owner_post(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any
     url = f"{server}/users/{config['username']}/outbox"
     status, answer = asyncio.run(_request("POST", url, token=token, body=body))
     if status >= 400:
-        raise CommandError(f"the server refused ({status}): {answer.get('error', answer)}")
+        raise CommandError(
+            f"the server refused ({status}): {answer.get('error', answer)}"
+        )
     return answer  # type: ignore[no-any-return]
 
 
@@ -176,7 +194,9 @@ def cmd_follow(args: argparse.Namespace) -> None:
 
 
 def cmd_unfollow(args: argparse.Namespace) -> None:
-    activity = _owner_post(args, {"type": "Undo", "object": {"type": "Follow", "object": args.account}})
+    activity = _owner_post(
+        args, {"type": "Undo", "object": {"type": "Follow", "object": args.account}}
+    )
     print(f"unfollowed {activity['object']['object']}")
 
 
@@ -187,37 +207,66 @@ def cmd_list(args: argparse.Namespace) -> None:
     while url:
         status, page = asyncio.run(_request("GET", url))
         if status != 200:
-            raise CommandError(f"the server answered {status}: {page.get('error', page)}")
+            raise CommandError(
+                f"the server answered {status}: {page.get('error', page)}"
+            )
         for item in page.get("orderedItems", []):
             print(item)
         next_url = page.get("next")
-        url = server + next_url[len(origin):] if isinstance(next_url, str) and next_url.startswith(origin) else None
+        url = (
+            server + next_url[len(origin) :]
+            if isinstance(next_url, str) and next_url.startswith(origin)
+            else None
+        )
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="mumble", description="A single-user ActivityPub server.")
-    top.add_argument("--data", type=Path, default=Path(os.environ.get("MUMBLE_DATA", "data")),
-                     help="the data folder (default: ./data or $MUMBLE_DATA)")
+    top = argparse.ArgumentParser(
+        prog="mumble", description="A single-user ActivityPub server."
+    )
+    top.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("MUMBLE_DATA", "data")),
+        help="the data folder (default: ./data or $MUMBLE_DATA)",
+    )
     sub = top.add_subparsers(dest="command", required=True)
 
     def identity(p: argparse.ArgumentParser) -> None:
         p.add_argument("--user", default="me", help="the username (default: me)")
-        p.add_argument("--origin", default="http://localhost:8080",
-                       help="the public origin, e.g. https://example.com (default: http://localhost:8080)")
+        p.add_argument(
+            "--origin",
+            default="http://localhost:8080",
+            help="the public origin, e.g. https://example.com (default: http://localhost:8080)",
+        )
         p.add_argument("--name", default="", help="the display name")
 
-    identity(sub.add_parser("init", help="create the user, its key and the owner token"))
-    serve = sub.add_parser("serve", help="run the server (creating the user on first start)")
+    identity(
+        sub.add_parser("init", help="create the user, its key and the owner token")
+    )
+    serve = sub.add_parser(
+        "serve", help="run the server (creating the user on first start)"
+    )
     identity(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
+    )
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--app", default="", help="application factory, module:function")
-    serve.add_argument("--allow-private-addresses", action="store_true",
-                       help="let the server fetch from loopback and private addresses")
-    for name, help_ in (("post", "publish a post"), ("follow", "follow an account"),
-                        ("unfollow", "stop following an account")):
+    serve.add_argument(
+        "--allow-private-addresses",
+        action="store_true",
+        help="let the server fetch from loopback and private addresses",
+    )
+    for name, help_ in (
+        ("post", "publish a post"),
+        ("follow", "follow an account"),
+        ("unfollow", "stop following an account"),
+    ):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--server", default="", help="the server's address (default: from config)")
+        p.add_argument(
+            "--server", default="", help="the server's address (default: from config)"
+        )
         if name == "post":
             p.add_argument("text", nargs="+")
         else:
@@ -228,7 +277,9 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None, *, app_factory: AppFactory | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, app_factory: AppFactory | None = None
+) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "init":

@@ -70,6 +70,6 @@ async def collection_document(
         "orderedItems" if ordered else "items": items,
     }
     if more:
-        cursor = encode_cursor(records[-1].key[len(prefix):])
+        cursor = encode_cursor(records[-1].key[len(prefix) :])
         doc["next"] = f"{collection_id}?page={cursor}"
     return doc

@@ -56,8 +56,11 @@ class Delivery:
         """The inboxes an activity goes to, from its addressing."""
         inboxes: set[str] = set()
         followers = self.fed.ids.followers(username)
-        addresses = [id_of(a) for name in ("to", "cc", "bto", "bcc", "audience")
-                     for a in as_list(activity.get(name))]
+        addresses = [
+            id_of(a)
+            for name in ("to", "cc", "bto", "bcc", "audience")
+            for a in as_list(activity.get(name))
+        ]
         for address in addresses:
             if not address or is_public(address) or address == PUBLIC:
                 continue
@@ -76,17 +79,24 @@ class Delivery:
 
     async def deliver(self, username: str, activity: dict[str, Any]) -> int:
         """Queue an activity for every inbox its addressing reaches."""
-        return await self.send(username, activity, await self.recipients(username, activity))
+        return await self.send(
+            username, activity, await self.recipients(username, activity)
+        )
 
-    async def send(self, username: str, activity: dict[str, Any], inboxes: Iterable[str]) -> int:
+    async def send(
+        self, username: str, activity: dict[str, Any], inboxes: Iterable[str]
+    ) -> int:
         """Queue an activity for the given inboxes; return how many tasks were new."""
         public = {k: v for k, v in activity.items() if k not in ("bto", "bcc")}
         activity_id = public["id"]
-        await self.fed.backend.put("outgoing", activity_id, {"activity": public, "username": username})
+        await self.fed.backend.put(
+            "outgoing", activity_id, {"activity": public, "username": username}
+        )
         now = time.time()
         tasks = [
             Task(
-                id="deliver:" + hashlib.sha256(f"{activity_id} {inbox}".encode()).hexdigest(),
+                id="deliver:"
+                + hashlib.sha256(f"{activity_id} {inbox}".encode()).hexdigest(),
                 kind="deliver",
                 payload={"activity": activity_id, "username": username, "inbox": inbox},
                 due=now,
@@ -125,7 +135,9 @@ class Delivery:
         host = urlsplit(inbox).netloc
         health = self._hosts.setdefault(host, HostHealth())
         if health.resume_at > time.time():
-            return TaskOutcome.retry(health.resume_at, f"{host} is resting", count_attempt=False)
+            return TaskOutcome.retry(
+                health.resume_at, f"{host} is resting", count_attempt=False
+            )
         entry = await self._body(task.payload["activity"])
         if entry is None:
             return TaskOutcome.drop("the activity is no longer stored")
@@ -138,10 +150,15 @@ class Delivery:
             private_key=key,
             body=body,
             digest=digest,
-            headers={"Content-Type": "application/activity+json", "Accept": "application/activity+json"},
+            headers={
+                "Content-Type": "application/activity+json",
+                "Accept": "application/activity+json",
+            },
         )
         try:
-            response = await self.fed.fetcher.request("POST", inbox, body=body, signed_headers=headers)
+            response = await self.fed.fetcher.request(
+                "POST", inbox, body=body, signed_headers=headers
+            )
         except FetchError as exc:
             return self._failed(task, health, host, str(exc))
 
@@ -151,7 +168,9 @@ class Delivery:
             return TaskOutcome()
         if status in GONE:
             removed = await self.fed.follows.remove_followers_at(username, inbox)
-            log.info("%s answered %d: dropped, %d followers removed", inbox, status, removed)
+            log.info(
+                "%s answered %d: dropped, %d followers removed", inbox, status, removed
+            )
             return TaskOutcome.drop(f"{inbox} answered {status}")
         if status in PERMANENT:
             log.info("%s answered %d: not retrying", inbox, status)
@@ -161,14 +180,23 @@ class Delivery:
             floor = retry_after_seconds(response.headers.get("Retry-After"))
         return self._failed(task, health, host, f"{inbox} answered {status}", floor)
 
-    def _failed(self, task: Task, health: HostHealth, host: str, reason: str, floor: float = 0.0) -> TaskOutcome:
+    def _failed(
+        self, task: Task, health: HostHealth, host: str, reason: str, floor: float = 0.0
+    ) -> TaskOutcome:
         health.failures += 1
         if health.failures >= self.settings.host_failure_threshold:
             health.resume_at = time.time() + self.settings.host_cooldown_seconds
-            log.warning("%s failed %d times in a row; resting it", host, health.failures)
+            log.warning(
+                "%s failed %d times in a row; resting it", host, health.failures
+            )
         at = self._retry_at(task.attempts, floor)
         if at is None:
-            log.warning("giving up on %s after %d attempts: %s", task.payload["inbox"], task.attempts + 1, reason)
+            log.warning(
+                "giving up on %s after %d attempts: %s",
+                task.payload["inbox"],
+                task.attempts + 1,
+                reason,
+            )
             return TaskOutcome.drop(f"gave up: {reason}")
         return TaskOutcome.retry(at, reason)
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from .actors import RemoteActors
+from .auth import OwnerAuth, OwnerToken
 from .backends import Backend, Task, TaskOutcome
 from .delivery import Delivery
 from .fetch import Fetcher
@@ -30,13 +31,19 @@ class Federation:
         settings: Settings,
         backend: Backend,
         handlers: Mapping[str, Sequence[Handler]] | None = None,
+        *,
+        auth: OwnerAuth | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.ids = Ids(settings.origin)
         self.users = Users(backend)
+        self.auth: OwnerAuth = auth or OwnerToken(self.users)
+        self._signer: str | None = None
         self.fetcher = Fetcher(settings, signer=self._fetch_signer)
-        self.actors = RemoteActors(backend, self.fetcher, max_age=settings.actor_cache_seconds)
+        self.actors = RemoteActors(
+            backend, self.fetcher, max_age=settings.actor_cache_seconds
+        )
         self.follows = Follows(self)
         self.posts = Posts(self)
         self.delivery = Delivery(self)
@@ -46,11 +53,12 @@ class Federation:
 
     async def _fetch_signer(self) -> tuple[str, PrivateKeyType] | None:
         """Fetches are signed by the first local user, for servers that demand it."""
-        users = await self.users.all()
-        if not users:
-            return None
-        username = min(u.username for u in users)
-        return self.ids.key(username), await self.users.private_key(username)
+        if self._signer is None:
+            users = await self.users.all()
+            if not users:
+                return None
+            self._signer = min(u.username for u in users)
+        return self.ids.key(self._signer), await self.users.private_key(self._signer)
 
     async def open(self) -> None:
         await self.backend.open()
@@ -75,7 +83,9 @@ class Federation:
         self._stop = asyncio.Event()
         self._worker = asyncio.create_task(
             self.backend.run_tasks(
-                self.run_task, stop=self._stop, concurrency=self.settings.delivery_concurrency
+                self.run_task,
+                stop=self._stop,
+                concurrency=self.settings.delivery_concurrency,
             ),
             name="mumble-worker",
         )

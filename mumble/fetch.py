@@ -28,7 +28,12 @@ from .signatures import PrivateKeyType, sign_request
 log = logging.getLogger("mumble.fetch")
 
 ACCEPT = 'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
-JSON_TYPES = ("application/activity+json", "application/ld+json", "application/json", "application/jrd+json")
+JSON_TYPES = (
+    "application/activity+json",
+    "application/ld+json",
+    "application/json",
+    "application/jrd+json",
+)
 
 Signer = Callable[[], Awaitable[tuple[str, PrivateKeyType] | None]]
 """Gives the key id and private key to sign fetches with, or None to fetch unsigned."""
@@ -79,21 +84,25 @@ class Fetcher:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            resolver = None if self.settings.allow_private_addresses else _PublicOnlyResolver()
+            settings = self.settings
+            resolver = (
+                None if settings.allow_private_addresses else _PublicOnlyResolver()
+            )
             connector = aiohttp.TCPConnector(
-                limit=max(100, self.settings.delivery_concurrency * 2),
-                limit_per_host=max(8, self.settings.delivery_concurrency),
+                limit=max(100, settings.delivery_concurrency * 2),
+                limit_per_host=max(8, settings.delivery_concurrency),
                 resolver=resolver,
                 ttl_dns_cache=300,
             )
             timeout = aiohttp.ClientTimeout(
-                total=self.settings.fetch_timeout,
-                sock_connect=self.settings.connect_timeout,
+                total=settings.fetch_timeout, sock_connect=settings.connect_timeout
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=timeout,
-                headers={"User-Agent": f"{self.settings.software_name} (+{self.settings.origin})"},
+                headers={
+                    "User-Agent": f"{settings.software_name} (+{settings.origin})"
+                },
                 auto_decompress=True,
             )
         return self._session
@@ -143,8 +152,14 @@ class Fetcher:
                 signer = await self.signer()
                 if signer is not None:
                     key_id, key = signer
-                    send = sign_request(method, url, key_id=key_id, private_key=key,
-                                        body=body, headers=send)
+                    send = sign_request(
+                        method,
+                        url,
+                        key_id=key_id,
+                        private_key=key,
+                        body=body,
+                        headers=send,
+                    )
             try:
                 async with self.session.request(
                     method, url, data=body, headers=send, allow_redirects=False
@@ -158,7 +173,9 @@ class Fetcher:
                     data = await self._read_capped(resp)
                     return Response(resp.status, dict(resp.headers), data)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                raise FetchError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
+                raise FetchError(
+                    f"{method} {url}: {exc.__class__.__name__}: {exc}"
+                ) from exc
         raise FetchError(f"too many redirects from {url}")
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
@@ -174,7 +191,9 @@ class Fetcher:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def get_json(self, url: str, *, accept: str = ACCEPT, sign: bool = True) -> dict[str, Any]:
+    async def get_json(
+        self, url: str, *, accept: str = ACCEPT, sign: bool = True
+    ) -> dict[str, Any]:
         """Fetch a JSON document; 404 and 410 raise NotFound and Gone."""
         resp = await self.request("GET", url, headers={"Accept": accept}, sign=sign)
         if resp.status == 410:
@@ -185,7 +204,9 @@ class Fetcher:
             raise FetchError(f"GET {url} answered {resp.status}")
         ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if ctype not in JSON_TYPES:
-            raise FetchError(f"GET {url} answered {ctype or 'no content type'}, not JSON")
+            raise FetchError(
+                f"GET {url} answered {ctype or 'no content type'}, not JSON"
+            )
         try:
             doc = resp.json()
         except (ValueError, UnicodeDecodeError) as exc:

@@ -34,12 +34,23 @@ class Follows:
 
     # followers
 
-    async def add_follower(self, username: str, actor_id: str, inbox: str, follow_id: str) -> bool:
-        record = {"actor": actor_id, "inbox": inbox, "follow": follow_id, "since": time.time()}
-        new = await self.backend.put("followers", edge(username, actor_id), record, only_new=True)
+    async def add_follower(
+        self, username: str, actor_id: str, inbox: str, follow_id: str
+    ) -> bool:
+        record = {
+            "actor": actor_id,
+            "inbox": inbox,
+            "follow": follow_id,
+            "since": time.time(),
+        }
+        new = await self.backend.put(
+            "followers", edge(username, actor_id), record, only_new=True
+        )
         if not new:
             await self.backend.put("followers", edge(username, actor_id), record)
-        await self.backend.put("follow-ids", follow_id, {"username": username, "actor": actor_id})
+        await self.backend.put(
+            "follow-ids", follow_id, {"username": username, "actor": actor_id}
+        )
         return new
 
     async def remove_follower(self, username: str, actor_id: str) -> bool:
@@ -55,7 +66,9 @@ class Follows:
         inboxes: set[str] = set()
         after = None
         while True:
-            page = await self.backend.query("followers", f"{username} ", after=after, limit=1000)
+            page = await self.backend.query(
+                "followers", f"{username} ", after=after, limit=1000
+            )
             inboxes.update(r.value["inbox"] for r in page)
             if len(page) < 1000:
                 return inboxes
@@ -65,7 +78,9 @@ class Follows:
         """Drop followers whose inbox is gone; return how many."""
         gone, after = [], None
         while True:
-            page = await self.backend.query("followers", f"{username} ", after=after, limit=1000)
+            page = await self.backend.query(
+                "followers", f"{username} ", after=after, limit=1000
+            )
             gone += [r.value["actor"] for r in page if r.value["inbox"] == inbox]
             if len(page) < 1000:
                 break
@@ -78,16 +93,26 @@ class Follows:
 
     async def on_follow(self, ctx: ActivityContext) -> None:
         target = self.fed.ids.parse(id_of(ctx.activity.get("object")))
-        if target is None or target.kind != "actor" or await self.fed.users.get(target.username) is None:
+        if (
+            target is None
+            or target.kind != "actor"
+            or await self.fed.users.get(target.username) is None
+        ):
             raise NotFound("the Follow names no local actor")
         follow_id = id_of(ctx.activity)
         if not follow_id:
             raise BadRequest("a Follow needs an id")
         actor = await self.fed.actors.get(ctx.actor_id)
         if not self.fed.settings.auto_accept_follows:
-            await self.backend.put("follow-requests", edge(target.username, actor.id), {"activity": ctx.activity})
+            await self.backend.put(
+                "follow-requests",
+                edge(target.username, actor.id),
+                {"activity": ctx.activity},
+            )
             return
-        await self.add_follower(target.username, actor.id, actor.delivery_inbox, follow_id)
+        await self.add_follower(
+            target.username, actor.id, actor.delivery_inbox, follow_id
+        )
         accept = {
             "@context": CONTEXT,
             "id": self.fed.ids.activity(target.username, str(uuid.uuid4())),
@@ -128,9 +153,16 @@ class Follows:
             "object": actor.id,
             "to": [actor.id],
         }
-        record = {"actor": actor.id, "inbox": actor.inbox, "follow": follow_id, "state": "pending"}
+        record = {
+            "actor": actor.id,
+            "inbox": actor.inbox,
+            "follow": follow_id,
+            "state": "pending",
+        }
         await self.backend.put("following", edge(username, actor.id), record)
-        await self.backend.put("outgoing-follows", follow_id, {"username": username, "actor": actor.id})
+        await self.backend.put(
+            "outgoing-follows", follow_id, {"username": username, "actor": actor.id}
+        )
         await self.fed.delivery.send(username, activity, [actor.inbox])
         return activity
 
@@ -155,14 +187,19 @@ class Follows:
         await self.fed.delivery.send(username, undo, [old["inbox"]])
         return undo
 
-    async def _outgoing(self, ctx: ActivityContext) -> tuple[str, dict[str, Any]] | None:
+    async def _outgoing(
+        self, ctx: ActivityContext
+    ) -> tuple[str, dict[str, Any]] | None:
         """The local follow an Accept or Reject answers, checked against its sender."""
         follow = ctx.activity.get("object")
         known = await self.backend.get("outgoing-follows", id_of(follow) or "")
         if known is None and isinstance(follow, dict) and "Follow" in types_of(follow):
             local = self.fed.ids.parse(id_of(follow.get("actor")))
             if local is not None and local.kind == "actor":
-                known = {"username": local.username, "actor": id_of(follow.get("object"))}
+                known = {
+                    "username": local.username,
+                    "actor": id_of(follow.get("object")),
+                }
         if known is None or known["actor"] != ctx.actor_id:
             return None
         key = edge(known["username"], known["actor"])

@@ -54,7 +54,9 @@ class Ids:
         return f"{self.origin}/inbox"
 
     def is_local(self, url: object) -> bool:
-        return isinstance(url, str) and (url == self.origin or url.startswith(self.origin + "/"))
+        return isinstance(url, str) and (
+            url == self.origin or url.startswith(self.origin + "/")
+        )
 
     def parse(self, url: object) -> LocalRef | None:
         """Tell what a local URL names; None for remote or unknown URLs."""

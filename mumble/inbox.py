@@ -100,14 +100,18 @@ def dedup_key(activity: Mapping[str, Any], body: bytes) -> str:
 
 
 class Inbox:
-    def __init__(self, federation: Federation, handlers: Mapping[str, Sequence[Handler]]) -> None:
+    def __init__(
+        self, federation: Federation, handlers: Mapping[str, Sequence[Handler]]
+    ) -> None:
         self.fed = federation
         self.handlers = handlers
 
     def check_request_shape(self, content_type: str, length: int | None) -> None:
         media = content_type.split(";", 1)[0].strip().lower()
         if media not in INBOX_TYPES:
-            raise UnsupportedMediaType(f"an inbox takes application/activity+json, not {media or 'nothing'}")
+            raise UnsupportedMediaType(
+                f"an inbox takes application/activity+json, not {media or 'nothing'}"
+            )
         if length is not None and length > self.fed.settings.max_body_bytes:
             raise PayloadTooLarge("the body is over 1 MiB")
 
@@ -131,21 +135,41 @@ class Inbox:
         task = Task(
             id="inbound:" + hashlib.sha256(key.encode()).hexdigest(),
             kind="inbound",
-            payload={"activity": activity, "recipient": recipient, "actor": actor_id, "key": key, "received": time.time()},
+            payload={
+                "activity": activity,
+                "recipient": recipient,
+                "actor": actor_id,
+                "key": key,
+                "received": time.time(),
+            },
         )
         await self.fed.backend.submit([task])
         return Received(202, "accepted", id_of(activity))
 
     def _decide(self, verification: Verification, actor_id: str) -> None:
         if not verification.ok:
-            log.warning("rejected a delivery from %s: %s", actor_id, verification.reason)
+            log.warning(
+                "rejected a delivery from %s: %s", actor_id, verification.reason
+            )
             raise Unauthorized(verification.reason)
         if verification.owner != actor_id:
-            log.warning("key %s of %s signed for %s", verification.key_id, verification.owner, actor_id)
-            raise Unauthorized("the signing key does not belong to the activity's actor")
+            log.warning(
+                "key %s of %s signed for %s",
+                verification.key_id,
+                verification.owner,
+                actor_id,
+            )
+            raise Unauthorized(
+                "the signing key does not belong to the activity's actor"
+            )
 
-    async def _is_unknown_actor_deleted(self, activity: dict[str, Any], actor_id: str) -> bool:
-        if "Delete" not in types_of(activity) or id_of(activity.get("object")) != actor_id:
+    async def _is_unknown_actor_deleted(
+        self, activity: dict[str, Any], actor_id: str
+    ) -> bool:
+        if (
+            "Delete" not in types_of(activity)
+            or id_of(activity.get("object")) != actor_id
+        ):
             return False
         return await self.fed.actors.cached(actor_id) is None
 
@@ -194,13 +218,19 @@ class Inbox:
 
     async def _undo(self, ctx: ActivityContext) -> None:
         inner = ctx.activity.get("object")
-        if isinstance(inner, dict) and id_of(inner.get("actor")) not in (None, ctx.actor_id):
+        if isinstance(inner, dict) and id_of(inner.get("actor")) not in (
+            None,
+            ctx.actor_id,
+        ):
             raise BadRequest("an actor can only undo its own activities")
         inner_types = types_of(inner)
         if not inner_types and isinstance(id_of(inner), str):
             if await self.fed.backend.get("follow-ids", id_of(inner) or "") is not None:
                 inner_types = ["Follow"]
-            elif await self.fed.backend.get("reaction-ids", id_of(inner) or "") is not None:
+            elif (
+                await self.fed.backend.get("reaction-ids", id_of(inner) or "")
+                is not None
+            ):
                 inner_types = ["Like"]
         if "Follow" in inner_types:
             await self.fed.follows.on_undo_follow(ctx, inner)

@@ -21,7 +21,11 @@ def _version() -> str:
 async def handle_discovery(request: web.Request) -> web.Response:
     fed = request.app[FEDERATION]
     doc = {"links": [{"rel": PROFILE, "href": f"{fed.settings.origin}/nodeinfo/2.1"}]}
-    return json_response(doc, content_type="application/json", headers={"Access-Control-Allow-Origin": "*"})
+    return json_response(
+        doc,
+        content_type="application/json",
+        headers={"Access-Control-Allow-Origin": "*"},
+    )
 
 
 async def handle_nodeinfo(request: web.Request) -> web.Response:
@@ -38,12 +42,17 @@ async def handle_nodeinfo(request: web.Request) -> web.Response:
         "services": {"inbound": [], "outbound": []},
         "openRegistrations": False,
         "usage": {
-            "users": {"total": len(users), "activeMonth": len(users), "activeHalfyear": len(users)},
+            "users": {
+                "total": len(users),
+                "activeMonth": len(users),
+                "activeHalfyear": len(users),
+            },
             "localPosts": posts,
         },
         "metadata": {"nodeName": fed.settings.host, "singleUser": len(users) == 1},
     }
     return json_response(
-        doc, content_type=f'application/json; profile="{PROFILE}#"',
+        doc,
+        content_type=f'application/json; profile="{PROFILE}#"',
         headers={"Access-Control-Allow-Origin": "*"},
     )

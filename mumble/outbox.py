@@ -31,9 +31,14 @@ async def handle_outbox(request: web.Request) -> web.StreamResponse:
         return activity["activity"] if activity else record.value["activity"]
 
     doc = await collection_document(
-        fed.backend, collection_id=fed.ids.outbox(user.username), ns="outbox",
-        prefix=f"{user.username} ", total=await count(fed, user.username, "posts"),
-        page=page_param(request), render=render, descending=True,
+        fed.backend,
+        collection_id=fed.ids.outbox(user.username),
+        ns="outbox",
+        prefix=f"{user.username} ",
+        total=await count(fed, user.username, "posts"),
+        page=page_param(request),
+        render=render,
+        descending=True,
     )
     return json_response(doc)
 
@@ -48,7 +53,7 @@ def _bearer(request: web.Request) -> str:
 
 async def handle_post_to_outbox(request: web.Request) -> web.StreamResponse:
     fed, user = await user_or_404(request)
-    if not await fed.users.check_token(user.username, _bearer(request)):
+    if not await fed.auth.is_owner(user.username, _bearer(request)):
         raise Unauthorized("the token is not the owner's")
     try:
         doc = json.loads(await request.read())
@@ -79,7 +84,9 @@ async def handle_post_to_outbox(request: web.Request) -> web.StreamResponse:
             raise BadRequest("a Delete needs an object")
         activity = await fed.posts.delete(username, target)
     else:
-        raise BadRequest(f"the outbox does not take {sorted(types) or 'untyped objects'}")
+        raise BadRequest(
+            f"the outbox does not take {sorted(types) or 'untyped objects'}"
+        )
     return json_response(activity, status=201, headers={"Location": activity["id"]})
 
 

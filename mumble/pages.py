@@ -6,16 +6,18 @@ import html
 from typing import Any
 
 _STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;"
+    "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;"
+    "padding:0 1rem;"
     "color:#222}header{border-bottom:1px solid #ddd;margin-bottom:1rem}"
-    "article{border-bottom:1px solid #eee;padding:.5rem 0}.meta{color:#666;font-size:.85rem}"
+    "article{border-bottom:1px solid #eee;padding:.5rem 0}"
+    ".meta{color:#666;font-size:.85rem}"
 )
 
 
 def _page(title: str, body: str) -> str:
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
         f"<body>{body}</body></html>"
     )
@@ -43,12 +45,18 @@ def profile_page(
 ) -> str:
     name = html.escape(str(actor.get("name") or actor.get("preferredUsername")))
     header = (
-        f'<header><h1 class="name">{name}</h1><p class="handle">{html.escape(handle)}</p>'
-        f'<p class="stats"><span class="followers">{stats.get("followers", 0)} followers</span> · '
-        f'<span class="following">{stats.get("following", 0)} following</span> · '
-        f'<span class="posts">{stats.get("posts", 0)} posts</span></p></header>'
+        f'<header><h1 class="name">{name}</h1>'
+        f'<p class="handle">{html.escape(handle)}</p>'
+        '<p class="stats">'
+        + " · ".join(
+            f'<span class="{name}">{stats.get(name, 0)} {name}</span>'
+            for name in ("followers", "following", "posts")
+        )
+        + "</p></header>"
     )
-    items = "".join(_post(note, counts) for note, counts in posts) or "<p>No posts yet.</p>"
+    items = (
+        "".join(_post(note, counts) for note, counts in posts) or "<p>No posts yet.</p>"
+    )
     return _page(f"{name} ({handle})", header + f"<main>{items}</main>")
 
 

@@ -2,9 +2,10 @@
 
 Local posts live in the ``objects`` namespace beside the remote objects worth
 keeping (replies to and mentions of local users). The outbox index orders a
-user's posts by time. Replies, likes and shares of local posts are indexed
-(and so counted, see :mod:`mumble.statistics`); each reaction is keyed by (object, kind, actor) so the same
-reaction delivered twice, or under a new id, counts once.
+user's posts by time. Replies, likes and shares of local posts are indexed,
+and so counted (see :mod:`mumble.statistics`). Each reaction is keyed by
+(object, kind, actor), so the same reaction delivered twice, or under a new
+id, counts once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from .ids import same_origin
 from .jsonld import (
     CONTEXT,
     PUBLIC,
-    as_list,
     id_of,
     ids_of,
     normalise_addressing,
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mumble.posts")
 
-OBJECT_TYPES = frozenset({"Note", "Article", "Page", "Question", "Image", "Video", "Event"})
+OBJECT_TYPES = frozenset(
+    {"Note", "Article", "Page", "Question", "Image", "Video", "Event"}
+)
 REACTIONS = {"Like": "likes", "Announce": "shares"}
 
 
@@ -97,8 +99,19 @@ class Posts:
             "object": note,
         }
         outbox_key = f"{username} {now:017.6f} {post_id}"
-        await self.backend.put("objects", object_id, {"object": note, "owner": username, "local": True, "outbox_key": outbox_key})
-        await self.backend.put("activities", activity["id"], {"activity": activity, "owner": username})
+        await self.backend.put(
+            "objects",
+            object_id,
+            {
+                "object": note,
+                "owner": username,
+                "local": True,
+                "outbox_key": outbox_key,
+            },
+        )
+        await self.backend.put(
+            "activities", activity["id"], {"activity": activity, "owner": username}
+        )
         await self.backend.put("outbox", outbox_key, {"activity": activity["id"]})
         await self.fed.delivery.deliver(username, activity)
         return activity
@@ -108,8 +121,17 @@ class Posts:
         if record is None or record.get("owner") != username:
             raise NotFound("no such post")
         note = record["object"]
-        tombstone = {"id": object_id, "type": "Tombstone", "formerType": note["type"], "deleted": iso(time.time())}
-        await self.backend.put("objects", object_id, {"object": tombstone, "owner": username, "local": True})
+        tombstone = {
+            "id": object_id,
+            "type": "Tombstone",
+            "formerType": note["type"],
+            "deleted": iso(time.time()),
+        }
+        await self.backend.put(
+            "objects",
+            object_id,
+            {"object": tombstone, "owner": username, "local": True},
+        )
         await self.backend.delete("outbox", record.get("outbox_key", ""))
         activity = {
             "@context": CONTEXT,
@@ -141,18 +163,27 @@ class Posts:
         if author is not None and author != ctx.actor_id:
             raise Forbidden("the created object is attributed to someone else")
         parent = id_of(obj.get("inReplyTo"))
-        mentions_local = any(self.fed.ids.is_local(a) for a in ids_of(obj.get("to")) + ids_of(obj.get("cc")))
+        mentions_local = any(
+            self.fed.ids.is_local(a)
+            for a in ids_of(obj.get("to")) + ids_of(obj.get("cc"))
+        )
         reply_to_local = bool(parent and await self.local_post(parent))
         if not (reply_to_local or mentions_local):
             return
         clean = normalise_addressing(clean_object(obj))
-        await self.backend.put("objects", obj["id"], {"object": clean, "owner": None, "local": False, "actor": ctx.actor_id})
+        await self.backend.put(
+            "objects",
+            obj["id"],
+            {"object": clean, "owner": None, "local": False, "actor": ctx.actor_id},
+        )
         if reply_to_local and parent:
             await self._add_reply(parent, obj["id"], str(obj.get("published", "")))
 
     async def _add_reply(self, parent: str, reply_id: str, published: str) -> None:
         key = f"{parent} {published} {reply_id}"
-        if await self.backend.put("reply-of", reply_id, {"parent": parent, "key": key}, only_new=True):
+        if await self.backend.put(
+            "reply-of", reply_id, {"parent": parent, "key": key}, only_new=True
+        ):
             await self.backend.put("replies", key, {"id": reply_id})
 
     async def _remove_reply(self, reply_id: str) -> None:
@@ -196,8 +227,14 @@ class Posts:
             return
         key = f"{object_id} {kind} {ctx.actor_id}"
         activity_id = id_of(ctx.activity) or key
-        await self.backend.put("reactions", key, {"activity": activity_id}, only_new=True)
-        await self.backend.put("reaction-ids", activity_id, {"key": key, "object": object_id, "kind": kind, "actor": ctx.actor_id})
+        await self.backend.put(
+            "reactions", key, {"activity": activity_id}, only_new=True
+        )
+        await self.backend.put(
+            "reaction-ids",
+            activity_id,
+            {"key": key, "object": object_id, "kind": kind, "actor": ctx.actor_id},
+        )
 
     async def on_undo_reaction(self, ctx: ActivityContext, inner: Any) -> None:
         known = await self.backend.get("reaction-ids", id_of(inner) or "")
@@ -205,7 +242,12 @@ class Posts:
             kind = REACTIONS.get(types_of(inner)[0])
             object_id = id_of(inner.get("object"))
             if kind and object_id:
-                known = {"key": f"{object_id} {kind} {ctx.actor_id}", "object": object_id, "kind": kind, "actor": ctx.actor_id}
+                known = {
+                    "key": f"{object_id} {kind} {ctx.actor_id}",
+                    "object": object_id,
+                    "kind": kind,
+                    "actor": ctx.actor_id,
+                }
         if known is None:
             return
         if known["actor"] != ctx.actor_id:
@@ -213,4 +255,3 @@ class Posts:
         await self.backend.delete("reactions", known["key"])
         for ident in {id_of(inner), known.get("activity")} - {None}:
             await self.backend.delete("reaction-ids", str(ident))
-

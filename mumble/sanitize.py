@@ -7,8 +7,29 @@ import re
 from typing import Any
 
 _TAGS = {
-    "p", "br", "a", "span", "em", "strong", "b", "i", "u", "s", "del", "code", "pre",
-    "blockquote", "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6",
+    "p",
+    "br",
+    "a",
+    "span",
+    "em",
+    "strong",
+    "b",
+    "i",
+    "u",
+    "s",
+    "del",
+    "code",
+    "pre",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
 }
 _ATTRIBUTES = {"a": {"href", "class"}, "span": {"class"}, "ol": {"start"}}
 _TEXT_FIELDS = ("content", "summary", "name")
@@ -53,7 +74,9 @@ def clean_object(obj: dict[str, Any]) -> dict[str, Any]:
             out[f"{name}Map"] = {
                 str(k): clean_html(v) for k, v in mapped.items() if isinstance(v, str)
             }
-    for item in out.get("attachment", []) if isinstance(out.get("attachment"), list) else []:
+    for item in (
+        out.get("attachment", []) if isinstance(out.get("attachment"), list) else []
+    ):
         if isinstance(item, dict) and isinstance(item.get("value"), str):
             item["value"] = clean_html(item["value"])
     return out

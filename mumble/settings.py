@@ -8,7 +8,16 @@ from urllib.parse import urlsplit
 
 #: Delays between delivery attempts, in seconds: about three days in all.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (
-    60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600, 24 * 3600,
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    3 * 3600,
+    6 * 3600,
+    12 * 3600,
+    24 * 3600,
+    24 * 3600,
 )
 
 
@@ -42,7 +51,9 @@ class Settings:
     def __post_init__(self) -> None:
         parts = urlsplit(self.origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"origin must be http(s)://host[:port], not {self.origin!r}")
+            raise ValueError(
+                f"origin must be http(s)://host[:port], not {self.origin!r}"
+            )
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("origin must not carry a path, query or fragment")
         object.__setattr__(self, "origin", f"{parts.scheme}://{parts.netloc.lower()}")

@@ -15,15 +15,15 @@ import base64
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Protocol
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from multidict import MultiMapping
 
 from .errors import FetchError, MumbleError
 
@@ -34,16 +34,14 @@ MAX_VALIDITY = 12 * 3600.0
 PublicKeyType = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 PrivateKeyType = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
-_PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[0-9]+)\s*(?:,|$)')
+_PARAM = re.compile(
+    r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[0-9]+)\s*(?:,|$)'
+)
 _DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 
 
-class Headers(Protocol):
-    """Read access to request headers: ``getall`` as on aiohttp's multidicts."""
-
-    def getall(self, key: str, default: list[str] = ...) -> list[str]: ...
-
-    def __contains__(self, key: object) -> bool: ...
+Headers = MultiMapping[str]
+"""Request headers as received, every value of a repeated header kept."""
 
 
 class SignatureError(MumbleError, ValueError):
@@ -167,7 +165,11 @@ def check_strength(params: SignatureParams, method: str, has_body: bool) -> None
         raise SignatureError("the signature must cover (request-target) or digest")
     if method.upper() == "GET" and "host" not in names:
         raise SignatureError("a signed GET must cover host")
-    if method.upper() == "POST" and has_body and not names & {"digest", "content-digest"}:
+    if (
+        method.upper() == "POST"
+        and has_body
+        and not names & {"digest", "content-digest"}
+    ):
         raise SignatureError("a signed POST must cover its digest")
 
 
@@ -341,7 +343,9 @@ def sign_request(
             names.append("content-type")
     lookup = {k.lower(): v for k, v in out.items()}
     lines = [
-        f"{n}: {method.lower()} {target}" if n == "(request-target)" else f"{n}: {lookup[n]}"
+        f"{n}: {method.lower()} {target}"
+        if n == "(request-target)"
+        else f"{n}: {lookup[n]}"
         for n in names
     ]
     message = "\n".join(lines).encode("utf-8")
@@ -394,7 +398,3 @@ def load_public_key(pem: str) -> PublicKeyType:
     if not isinstance(key, rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
         raise ValueError("only RSA and Ed25519 public keys are supported")
     return key
-
-
-def signed_header_names(params: SignatureParams) -> Sequence[str]:
-    return params.headers

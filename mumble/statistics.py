@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-COUNTED_NAMESPACES = frozenset({"followers", "following", "outbox", "replies", "reactions"})
+COUNTED_NAMESPACES = frozenset(
+    {"followers", "following", "outbox", "replies", "reactions"}
+)
 
 
 class CountChange(NamedTuple):
@@ -34,15 +36,29 @@ def count_changes(
     """The count updates that one record change implies (none for most)."""
     changes: list[CountChange] = []
     if ns == "followers":
-        changes.append(CountChange(key.split(" ", 1)[0], "followers", _present(new) - _present(old)))
+        changes.append(
+            CountChange(
+                key.split(" ", 1)[0], "followers", _present(new) - _present(old)
+            )
+        )
     elif ns == "following":
-        changes.append(CountChange(key.split(" ", 1)[0], "following", _accepted(new) - _accepted(old)))
+        changes.append(
+            CountChange(
+                key.split(" ", 1)[0], "following", _accepted(new) - _accepted(old)
+            )
+        )
     elif ns == "outbox":
-        changes.append(CountChange(key.split(" ", 1)[0], "posts", _present(new) - _present(old)))
+        changes.append(
+            CountChange(key.split(" ", 1)[0], "posts", _present(new) - _present(old))
+        )
     elif ns == "replies":
-        changes.append(CountChange(key.split(" ", 1)[0], "replies", _present(new) - _present(old)))
+        changes.append(
+            CountChange(key.split(" ", 1)[0], "replies", _present(new) - _present(old))
+        )
     elif ns == "reactions":
         parts = key.split(" ", 2)
         if len(parts) == 3:
-            changes.append(CountChange(parts[0], parts[1], _present(new) - _present(old)))
+            changes.append(
+                CountChange(parts[0], parts[1], _present(new) - _present(old))
+            )
     return [c for c in changes if c.delta]

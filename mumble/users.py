@@ -63,7 +63,9 @@ class Users:
         records = await self.backend.query("users", limit=1000)
         return [LocalUser.from_record(r.value) for r in records]
 
-    async def create(self, username: str, *, name: str = "", summary: str = "") -> tuple[LocalUser, str]:
+    async def create(
+        self, username: str, *, name: str = "", summary: str = ""
+    ) -> tuple[LocalUser, str]:
         """Create a user with a fresh RSA key; return it and its owner token."""
         username = username.lower()
         if not USERNAME.match(username):

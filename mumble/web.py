@@ -27,21 +27,29 @@ from .web_base import FEDERATION, count, json_response, page_param, user_or_404
 
 log = logging.getLogger("mumble.web")
 
+
 @web.middleware
 async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> web.StreamResponse:
     try:
         return await handler(request)
     except MumbleError as exc:
-        return json_response({"error": exc.message}, status=exc.status, content_type="application/json")
+        return json_response(
+            {"error": exc.message}, status=exc.status, content_type="application/json"
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_response({"error": exc.reason}, status=exc.status, content_type="application/json")
+        return json_response(
+            {"error": exc.reason}, status=exc.status, content_type="application/json"
+        )
     except Exception:
         log.exception("internal error answering %s %s", request.method, request.path)
-        return json_response({"error": "internal error"}, status=500, content_type="application/json")
+        return json_response(
+            {"error": "internal error"}, status=500, content_type="application/json"
+        )
 
 
 async def handle_actor(request: web.Request) -> web.StreamResponse:
@@ -59,8 +67,13 @@ async def handle_profile(request: web.Request) -> web.StreamResponse:
 
 
 async def _profile_html(fed: Federation, user: LocalUser) -> web.Response:
-    stats = {k: int(v) for k, v in (await fed.backend.get("counts", user.username) or {}).items()}
-    records = await fed.backend.query("outbox", f"{user.username} ", limit=20, descending=True)
+    stats = {
+        k: int(v)
+        for k, v in (await fed.backend.get("counts", user.username) or {}).items()
+    }
+    records = await fed.backend.query(
+        "outbox", f"{user.username} ", limit=20, descending=True
+    )
     posts = []
     for record in records:
         activity = await fed.backend.get("activities", record.value["activity"])
@@ -81,11 +94,17 @@ async def handle_inbox(request: web.Request) -> web.StreamResponse:
     username = request.match_info.get("username")
     if username is not None and await fed.users.get(username) is None:
         raise NotFound("no such user")
-    fed.inbox.check_request_shape(request.headers.get("Content-Type", ""), request.content_length)
+    fed.inbox.check_request_shape(
+        request.headers.get("Content-Type", ""), request.content_length
+    )
     body = await request.read()
     signed = SignedRequest(request.method, request.raw_path, request.headers, body)
     received = await fed.inbox.receive(signed, username)
-    return json_response({"status": received.reason}, status=received.status, content_type="application/json")
+    return json_response(
+        {"status": received.reason},
+        status=received.status,
+        content_type="application/json",
+    )
 
 
 async def handle_followers(request: web.Request) -> web.StreamResponse:
@@ -95,9 +114,13 @@ async def handle_followers(request: web.Request) -> web.StreamResponse:
         return record.value["actor"]
 
     doc = await collection_document(
-        fed.backend, collection_id=fed.ids.followers(user.username), ns="followers",
-        prefix=f"{user.username} ", total=await count(fed, user.username, "followers"),
-        page=page_param(request), render=render,
+        fed.backend,
+        collection_id=fed.ids.followers(user.username),
+        ns="followers",
+        prefix=f"{user.username} ",
+        total=await count(fed, user.username, "followers"),
+        page=page_param(request),
+        render=render,
     )
     return json_response(doc)
 
@@ -109,18 +132,29 @@ async def handle_following(request: web.Request) -> web.StreamResponse:
         return record.value["actor"]
 
     doc = await collection_document(
-        fed.backend, collection_id=fed.ids.following(user.username), ns="following",
-        prefix=f"{user.username} ", total=await count(fed, user.username, "following"),
-        page=page_param(request), render=render,
+        fed.backend,
+        collection_id=fed.ids.following(user.username),
+        ns="following",
+        prefix=f"{user.username} ",
+        total=await count(fed, user.username, "following"),
+        page=page_param(request),
+        render=render,
     )
     if "orderedItems" in doc:
-        pending = {r.value["actor"] for r in await fed.backend.query("following", f"{user.username} ", limit=1000)
-                   if r.value.get("state") != "accepted"}
+        pending = {
+            r.value["actor"]
+            for r in await fed.backend.query(
+                "following", f"{user.username} ", limit=1000
+            )
+            if r.value.get("state") != "accepted"
+        }
         doc["orderedItems"] = [a for a in doc["orderedItems"] if a not in pending]
     return json_response(doc)
 
 
-async def _post_record(request: web.Request) -> tuple[Federation, LocalUser, str, dict[str, Any]]:
+async def _post_record(
+    request: web.Request,
+) -> tuple[Federation, LocalUser, str, dict[str, Any]]:
     fed, user = await user_or_404(request)
     post_id = fed.ids.post(user.username, request.match_info["post"])
     record = await fed.posts.local_post(post_id)
@@ -139,11 +173,25 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     counts = await fed.posts.counts(post_id)
     if not wants_activity_json(request.headers.get("Accept")):
         page = pages.post_page(note, counts, f"@{user.username}@{fed.settings.host}")
-        return web.Response(text=page, content_type="text/html", headers={"Vary": "Accept"})
-    note["replies"] = {"id": f"{post_id}/replies", "type": "Collection",
-                       "totalItems": counts["replies"], "first": f"{post_id}/replies?page=true"}
-    note["likes"] = {"id": f"{post_id}/likes", "type": "Collection", "totalItems": counts["likes"]}
-    note["shares"] = {"id": f"{post_id}/shares", "type": "Collection", "totalItems": counts["shares"]}
+        return web.Response(
+            text=page, content_type="text/html", headers={"Vary": "Accept"}
+        )
+    note["replies"] = {
+        "id": f"{post_id}/replies",
+        "type": "Collection",
+        "totalItems": counts["replies"],
+        "first": f"{post_id}/replies?page=true",
+    }
+    note["likes"] = {
+        "id": f"{post_id}/likes",
+        "type": "Collection",
+        "totalItems": counts["likes"],
+    }
+    note["shares"] = {
+        "id": f"{post_id}/shares",
+        "type": "Collection",
+        "totalItems": counts["shares"],
+    }
     return json_response({"@context": CONTEXT} | note)
 
 
@@ -153,15 +201,27 @@ async def handle_post_collection(request: web.Request) -> web.StreamResponse:
     counts = await fed.posts.counts(post_id)
     collection_id = f"{post_id}/{name}"
     if name != "replies":
-        return json_response({"@context": CONTEXT, "id": collection_id,
-                              "type": "Collection", "totalItems": counts[name]})
+        return json_response(
+            {
+                "@context": CONTEXT,
+                "id": collection_id,
+                "type": "Collection",
+                "totalItems": counts[name],
+            }
+        )
 
     async def render(record: Record) -> Any:
         return record.value["id"]
 
     doc = await collection_document(
-        fed.backend, collection_id=collection_id, ns="replies", prefix=f"{post_id} ",
-        total=counts["replies"], page=page_param(request), render=render, ordered=False,
+        fed.backend,
+        collection_id=collection_id,
+        ns="replies",
+        prefix=f"{post_id} ",
+        total=counts["replies"],
+        page=page_param(request),
+        render=render,
+        ordered=False,
     )
     return json_response(doc)
 
@@ -197,6 +257,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/users/{username}/following", handle_following)
     app.router.add_get("/users/{username}/posts/{post}", handle_post)
     app.router.add_get("/users/{username}/posts/{post}/activity", handle_post_activity)
-    app.router.add_get(r"/users/{username}/posts/{post}/{collection:replies|likes|shares}",
-                       handle_post_collection)
+    app.router.add_get(
+        r"/users/{username}/posts/{post}/{collection:replies|likes|shares}",
+        handle_post_collection,
+    )
     app.router.add_get("/users/{username}/activities/{activity}", handle_activity)

@@ -39,8 +39,8 @@ def local_username(fed: Federation, resource: str) -> str | None:
         return None
     path = parts.path.rstrip("/")
     for prefix in ("/users/", "/@"):
-        if path.startswith(prefix) and "/" not in path[len(prefix):]:
-            return path[len(prefix):].lower()
+        if path.startswith(prefix) and "/" not in path[len(prefix) :]:
+            return path[len(prefix) :].lower()
     return None
 
 
@@ -59,11 +59,16 @@ async def handle_webfinger(request: web.Request) -> web.Response:
         "aliases": [actor, fed.ids.profile(user.username)],
         "links": [
             {"rel": "self", "type": "application/activity+json", "href": actor},
-            {"rel": "http://webfinger.net/rel/profile-page", "type": "text/html",
-             "href": fed.ids.profile(user.username)},
+            {
+                "rel": "http://webfinger.net/rel/profile-page",
+                "type": "text/html",
+                "href": fed.ids.profile(user.username),
+            },
         ],
     }
-    return json_response(doc, content_type=JRD, headers={"Access-Control-Allow-Origin": "*"})
+    return json_response(
+        doc, content_type=JRD, headers={"Access-Control-Allow-Origin": "*"}
+    )
 
 
 async def resolve(fed: Federation, handle: str) -> str:
@@ -74,14 +79,19 @@ async def resolve(fed: Federation, handle: str) -> str:
     if parsed is None:
         raise BadRequest(f"{handle!r} is neither a handle nor a URL")
     user, host = parsed
-    scheme = "http" if fed.settings.allow_private_addresses and _looks_local(host) else "https"
+    scheme = (
+        "http"
+        if fed.settings.allow_private_addresses and _looks_local(host)
+        else "https"
+    )
     url = f"{scheme}://{host}/.well-known/webfinger?resource={quote(f'acct:{user}@{host}')}"
     doc = await fed.fetcher.get_json(url, accept=JRD, sign=False)
     for link in doc.get("links", []) if isinstance(doc.get("links"), list) else []:
         if (
             isinstance(link, dict)
             and link.get("rel") == "self"
-            and str(link.get("type", "")).split(";")[0].strip() in ("application/activity+json", "application/ld+json")
+            and str(link.get("type", "")).split(";")[0].strip()
+            in ("application/activity+json", "application/ld+json")
             and isinstance(link.get("href"), str)
         ):
             return str(link["href"])

@@ -69,9 +69,13 @@ class MumbleServer:
         await self.stop()
         await self.session.close()
 
-    async def get(self, path: str, accept: str = "application/activity+json") -> tuple[int, Any]:
+    async def get(
+        self, path: str, accept: str = "application/activity+json"
+    ) -> tuple[int, Any]:
         url = path if path.startswith("http") else self.origin + path
-        async with self.session.get(url, headers={"Accept": accept}, allow_redirects=False) as resp:
+        async with self.session.get(
+            url, headers={"Accept": accept}, allow_redirects=False
+        ) as resp:
             text = await resp.text()
             if resp.content_type.endswith("json"):
                 import json
@@ -79,10 +83,16 @@ class MumbleServer:
                 return resp.status, json.loads(text)
             return resp.status, text
 
-    async def outbox(self, body: dict[str, Any], token: str | None = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.token if token is None else token}",
-                   "Content-Type": "application/activity+json"}
-        async with self.session.post(f"{self.actor}/outbox", json=body, headers=headers) as resp:
+    async def outbox(
+        self, body: dict[str, Any], token: str | None = None
+    ) -> tuple[int, Any]:
+        headers = {
+            "Authorization": f"Bearer {self.token if token is None else token}",
+            "Content-Type": "application/activity+json",
+        }
+        async with self.session.post(
+            f"{self.actor}/outbox", json=body, headers=headers
+        ) as resp:
             return resp.status, await resp.json(content_type=None)
 
     async def count(self, key: str, name: str) -> int:

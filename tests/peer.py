@@ -54,7 +54,11 @@ class RemoteUser:
             "type": "Person",
             "preferredUsername": self.name,
             "inbox": self.inbox,
-            "publicKey": {"id": self.key_id, "owner": self.id, "publicKeyPem": public_key_pem(self.key)},
+            "publicKey": {
+                "id": self.key_id,
+                "owner": self.id,
+                "publicKeyPem": public_key_pem(self.key),
+            },
         }
         if shared_inbox:
             doc["endpoints"] = {"sharedInbox": f"{self.origin}/inbox"}
@@ -107,9 +111,13 @@ class Peer:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.port}"
 
-    def user(self, name: str = "bob", key: rsa.RSAPrivateKey | None = None) -> RemoteUser:
+    def user(
+        self, name: str = "bob", key: rsa.RSAPrivateKey | None = None
+    ) -> RemoteUser:
         if name not in self.users:
-            self.users[name] = RemoteUser(name, key or generate_private_key(), self.origin)
+            self.users[name] = RemoteUser(
+                name, key or generate_private_key(), self.origin
+            )
         return self.users[name]
 
     async def _actor(self, request: web.Request) -> web.Response:
@@ -130,20 +138,32 @@ class Peer:
         signed = SignedRequest(request.method, request.raw_path, request.headers, body)
         verification = await verify_request(signed, self._key_of_sender)
         self.received.append(
-            Delivered(request.path, json.loads(body), verification.ok, verification.reason, dict(request.headers))
+            Delivered(
+                request.path,
+                json.loads(body),
+                verification.ok,
+                verification.reason,
+                dict(request.headers),
+            )
         )
         status = self.answer_status.get(request.path, 202)
-        return web.Response(status=status, headers=self.answer_headers.get(request.path, {}))
+        return web.Response(
+            status=status, headers=self.answer_headers.get(request.path, {})
+        )
 
     async def _key_of_sender(self, key_id: str, refresh: bool) -> PublicKey:
         assert self.session is not None
         url = key_id.split("#", 1)[0]
-        async with self.session.get(url, headers={"Accept": "application/activity+json"}) as resp:
+        async with self.session.get(
+            url, headers={"Accept": "application/activity+json"}
+        ) as resp:
             doc = await resp.json(content_type=None)
         key = doc["publicKey"]
         return PublicKey(key["id"], doc["id"], load_public_key(key["publicKeyPem"]))
 
-    def activity(self, user: RemoteUser, kind: str, obj: Any, **extra: Any) -> dict[str, Any]:
+    def activity(
+        self, user: RemoteUser, kind: str, obj: Any, **extra: Any
+    ) -> dict[str, Any]:
         return {
             "@context": "https://www.w3.org/ns/activitystreams",
             "id": f"{user.id}/activities/{uuid.uuid4().hex}",
@@ -168,7 +188,11 @@ class Peer:
         data = body if body is not None else json.dumps(activity).encode()
         signer = key_user or user
         send = sign_request(
-            "POST", inbox, key_id=signer.key_id, private_key=signer.key, body=data,
+            "POST",
+            inbox,
+            key_id=signer.key_id,
+            private_key=signer.key,
+            body=data,
             headers={"Content-Type": "application/activity+json"},
         )
         send.update(headers or {})

@@ -23,9 +23,15 @@ async def test_the_actor_document_has_what_mastodon_needs(server: MumbleServer) 
         assert actor[name].startswith(server.origin)
 
 
-async def test_ids_come_from_configuration_not_request_headers(server: MumbleServer) -> None:
-    headers = {"Accept": "application/activity+json", "Host": "evil.example",
-               "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+async def test_ids_come_from_configuration_not_request_headers(
+    server: MumbleServer,
+) -> None:
+    headers = {
+        "Accept": "application/activity+json",
+        "Host": "evil.example",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "https",
+    }
     async with server.session.get(server.actor, headers=headers) as resp:
         actor = await resp.json(content_type=None)
     assert actor["id"] == server.actor and "evil" not in str(actor)
@@ -36,7 +42,9 @@ async def test_an_unknown_user_is_404(server: MumbleServer) -> None:
     assert status == 404 and body["error"]
 
 
-async def test_a_remote_key_is_found_through_its_owner_and_cached(server: MumbleServer, peer: Peer) -> None:
+async def test_a_remote_key_is_found_through_its_owner_and_cached(
+    server: MumbleServer, peer: Peer
+) -> None:
     bob = peer.user("bob")
     key = await server.fed.actors.key(bob.key_id)
     assert key.owner == bob.id
@@ -44,16 +52,23 @@ async def test_a_remote_key_is_found_through_its_owner_and_cached(server: Mumble
     assert peer.fetches == ["/actors/bob"]
 
 
-async def test_an_actor_claiming_another_origin_is_refused(server: MumbleServer, peer: Peer) -> None:
+async def test_an_actor_claiming_another_origin_is_refused(
+    server: MumbleServer, peer: Peer
+) -> None:
     bob = peer.user("bob")
     doc = bob.document() | {"id": "https://elsewhere.example/users/bob"}
     with pytest.raises(FetchError):
         await server.fed.actors.store(doc, expected_origin=bob.id)
 
 
-async def test_a_document_that_is_not_an_actor_is_refused(server: MumbleServer, peer: Peer) -> None:
+async def test_a_document_that_is_not_an_actor_is_refused(
+    server: MumbleServer, peer: Peer
+) -> None:
     with pytest.raises(FetchError):
-        await server.fed.actors.store({"id": peer.origin + "/x", "type": "Note"}, expected_origin=peer.origin + "/x")
+        await server.fed.actors.store(
+            {"id": peer.origin + "/x", "type": "Note"},
+            expected_origin=peer.origin + "/x",
+        )
 
 
 async def test_fetching_private_addresses_is_refused_unless_allowed(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -62,8 +77,15 @@ async def test_fetching_private_addresses_is_refused_unless_allowed(tmp_path) ->
 
     fetcher = Fetcher(Settings(origin="https://local.example"))
     try:
-        for url in ("http://127.0.0.1/x", "http://localhost/x", "http://10.0.0.1/x", "http://[::1]/x",
-                    "http://169.254.169.254/latest", "file:///etc/passwd", "http://[::ffff:127.0.0.1]/"):
+        for url in (
+            "http://127.0.0.1/x",
+            "http://localhost/x",
+            "http://10.0.0.1/x",
+            "http://[::1]/x",
+            "http://169.254.169.254/latest",
+            "file:///etc/passwd",
+            "http://[::ffff:127.0.0.1]/",
+        ):
             with pytest.raises(FetchError):
                 await fetcher.get_json(url)
     finally:

@@ -27,7 +27,9 @@ BACKENDS: dict[str, BackendFactory] = {"embedded": embedded}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Backend]:
     b = await BACKENDS[request.param](tmp_path)
     await b.open()
     yield b
@@ -53,7 +55,9 @@ async def test_only_new_writes_once(backend: Backend) -> None:
 
 
 async def test_concurrent_only_new_writes_have_one_winner(backend: Backend) -> None:
-    results = await asyncio.gather(*(backend.put("ns", "race", {"i": i}, only_new=True) for i in range(10)))
+    results = await asyncio.gather(
+        *(backend.put("ns", "race", {"i": i}, only_new=True) for i in range(10))
+    )
     assert results.count(True) == 1
 
 
@@ -63,21 +67,34 @@ async def test_query_orders_pages_and_filters_by_prefix(backend: Backend) -> Non
     keys = [r.key for r in await backend.query("q", "a ")]
     assert keys == ["a 1", "a 10", "a 2", "a 3"]
     assert [r.key for r in await backend.query("q", "a ", limit=2)] == ["a 1", "a 10"]
-    assert [r.key for r in await backend.query("q", "a ", after="a 10", limit=2)] == ["a 2", "a 3"]
-    assert [r.key for r in await backend.query("q", "a ", descending=True, limit=3)] == ["a 3", "a 2", "a 10"]
-    assert [r.key for r in await backend.query("q", "a ", descending=True, after="a 2")] == ["a 10", "a 1"]
+    assert [r.key for r in await backend.query("q", "a ", after="a 10", limit=2)] == [
+        "a 2",
+        "a 3",
+    ]
+    assert [
+        r.key for r in await backend.query("q", "a ", descending=True, limit=3)
+    ] == ["a 3", "a 2", "a 10"]
+    assert [
+        r.key for r in await backend.query("q", "a ", descending=True, after="a 2")
+    ] == ["a 10", "a 1"]
     assert [r.value["key"] for r in await backend.query("q", "b")] == ["b 1"]
     assert await backend.query("empty") == []
 
 
 async def test_query_handles_keys_with_unicode_and_urls(backend: Backend) -> None:
-    keys = ["alice https://x.example/u/1", "alice https://x.example/u/é", "alice https://x.example/u/2"]
+    keys = [
+        "alice https://x.example/u/1",
+        "alice https://x.example/u/é",
+        "alice https://x.example/u/2",
+    ]
     for key in keys:
         await backend.put("u", key, {})
     assert [r.key for r in await backend.query("u", "alice ")] == sorted(keys)
 
 
-async def test_increment_counts_from_zero_and_keeps_other_fields(backend: Backend) -> None:
+async def test_increment_counts_from_zero_and_keeps_other_fields(
+    backend: Backend,
+) -> None:
     assert await backend.increment("c", "post", "likes") == 1
     assert await backend.increment("c", "post", "likes", 2) == 3
     assert await backend.increment("c", "post", "shares", -1) == -1
@@ -92,8 +109,12 @@ async def test_blobs_keep_bytes_and_content_type(backend: Backend) -> None:
     assert await backend.get_blob("media/alice/missing.png") is None
 
 
-async def run_until(backend: Backend, runner: Callable[[Task], Awaitable[TaskOutcome]],
-                    done: Callable[[], bool], timeout: float = 10.0) -> None:
+async def run_until(
+    backend: Backend,
+    runner: Callable[[Task], Awaitable[TaskOutcome]],
+    done: Callable[[], bool],
+    timeout: float = 10.0,
+) -> None:
     stop = asyncio.Event()
     worker = asyncio.create_task(backend.run_tasks(runner, stop=stop, concurrency=4))
     deadline = time.monotonic() + timeout
@@ -121,7 +142,9 @@ async def test_tasks_run_once_each_and_duplicates_collapse(backend: Backend) -> 
     assert sorted(ran) == [0, 1, 2, 3, 4]
 
 
-async def test_a_retried_task_runs_again_later_with_its_attempts_counted(backend: Backend) -> None:
+async def test_a_retried_task_runs_again_later_with_its_attempts_counted(
+    backend: Backend,
+) -> None:
     await backend.submit([Task("r", "k", {})])
     seen: list[tuple[int, float]] = []
 
@@ -179,7 +202,9 @@ async def test_tasks_due_later_wait(backend: Backend) -> None:
     assert runs == []
 
 
-async def counts_become(backend: Backend, key: str, expected: dict[str, int], timeout: float = 10.0) -> None:
+async def counts_become(
+    backend: Backend, key: str, expected: dict[str, int], timeout: float = 10.0
+) -> None:
     """Counts may be derived after the change (from a stream); wait for them."""
     deadline = time.monotonic() + timeout
     while True:
@@ -190,11 +215,19 @@ async def counts_become(backend: Backend, key: str, expected: dict[str, int], ti
         await asyncio.sleep(0.05)
 
 
-async def test_counts_follow_the_records_of_counted_namespaces(backend: Backend) -> None:
-    assert await backend.put("followers", "alice https://r.example/u/1", {"actor": "1"}, only_new=True)
-    assert not await backend.put("followers", "alice https://r.example/u/1", {"actor": "1"}, only_new=True)
+async def test_counts_follow_the_records_of_counted_namespaces(
+    backend: Backend,
+) -> None:
+    assert await backend.put(
+        "followers", "alice https://r.example/u/1", {"actor": "1"}, only_new=True
+    )
+    assert not await backend.put(
+        "followers", "alice https://r.example/u/1", {"actor": "1"}, only_new=True
+    )
     await backend.put("followers", "alice https://r.example/u/2", {"actor": "2"})
-    await backend.put("followers", "alice https://r.example/u/2", {"actor": "2", "again": True})
+    await backend.put(
+        "followers", "alice https://r.example/u/2", {"actor": "2", "again": True}
+    )
     await backend.put("following", "alice https://r.example/u/3", {"state": "pending"})
     await counts_become(backend, "alice", {"followers": 2})
     await backend.put("following", "alice https://r.example/u/3", {"state": "accepted"})
@@ -206,9 +239,15 @@ async def test_counts_follow_the_records_of_counted_namespaces(backend: Backend)
     await counts_become(backend, "alice", {"followers": 1, "posts": 1})
 
     post = "https://l.example/users/alice/posts/1"
-    await backend.put("reactions", f"{post} likes https://r.example/u/1", {}, only_new=True)
-    await backend.put("reactions", f"{post} shares https://r.example/u/1", {}, only_new=True)
-    await backend.put("replies", f"{post} 2026-01-01T00:00:00Z https://r.example/n/1", {"id": "n1"})
+    await backend.put(
+        "reactions", f"{post} likes https://r.example/u/1", {}, only_new=True
+    )
+    await backend.put(
+        "reactions", f"{post} shares https://r.example/u/1", {}, only_new=True
+    )
+    await backend.put(
+        "replies", f"{post} 2026-01-01T00:00:00Z https://r.example/n/1", {"id": "n1"}
+    )
     await counts_become(backend, post, {"likes": 1, "shares": 1, "replies": 1})
     await backend.delete("reactions", f"{post} likes https://r.example/u/1")
     await counts_become(backend, post, {"shares": 1, "replies": 1})

@@ -23,7 +23,9 @@ async def tasks(server: MumbleServer) -> list[dict[str, Any]]:
     return await server.fed.backend.task_states()  # type: ignore[attr-defined,no-any-return]
 
 
-async def test_a_post_reaches_each_shared_inbox_once(server: MumbleServer, peer: Peer) -> None:
+async def test_a_post_reaches_each_shared_inbox_once(
+    server: MumbleServer, peer: Peer
+) -> None:
     other = await Peer.start()
     try:
         other.shared_inbox = False
@@ -46,8 +48,12 @@ async def test_a_post_reaches_each_shared_inbox_once(server: MumbleServer, peer:
         await other.close()
 
 
-async def test_retries_are_persisted_and_survive_a_restart(tmp_path: Path, peer: Peer) -> None:
-    settings = make_settings(tmp_path / "data", unused_port(), retry_delays=(2.0, 2.0, 2.0))
+async def test_retries_are_persisted_and_survive_a_restart(
+    tmp_path: Path, peer: Peer
+) -> None:
+    settings = make_settings(
+        tmp_path / "data", unused_port(), retry_delays=(2.0, 2.0, 2.0)
+    )
     server = await MumbleServer(settings).start()
     try:
         bob = peer.user("bob")
@@ -74,14 +80,18 @@ async def test_retries_are_persisted_and_survive_a_restart(tmp_path: Path, peer:
 
 async def _attempted(server: MumbleServer) -> bool:
     queued = [t for t in await tasks(server) if t["kind"] == "deliver"]
-    return bool(queued) and queued[0]["attempts"] == 1 and queued[0]["due"] > time.time()
+    return (
+        bool(queued) and queued[0]["attempts"] == 1 and queued[0]["due"] > time.time()
+    )
 
 
 async def _queue_empty(server: MumbleServer) -> bool:
     return not [t for t in await tasks(server) if t["state"] == "queued"]
 
 
-async def test_gone_inboxes_stop_retries_and_drop_the_follower(server: MumbleServer, peer: Peer) -> None:
+async def test_gone_inboxes_stop_retries_and_drop_the_follower(
+    server: MumbleServer, peer: Peer
+) -> None:
     peer.shared_inbox = False
     bob, carol = peer.user("bob"), peer.user("carol")
     await follow(server, peer, bob)
@@ -122,19 +132,29 @@ def test_retry_after_takes_seconds_or_a_date_and_is_capped() -> None:
     assert 50 < retry_after_seconds(formatdate(time.time() + 60, usegmt=True)) <= 60
 
 
-async def test_a_host_that_keeps_failing_is_rested(server: MumbleServer, peer: Peer) -> None:
+async def test_a_host_that_keeps_failing_is_rested(
+    server: MumbleServer, peer: Peer
+) -> None:
     down = "http://127.0.0.1:9/inbox"
     fed = server.fed
     outcomes = []
     for i in range(fed.settings.host_failure_threshold + 1):
-        task = Task(f"t{i}", "deliver", {"activity": "missing", "username": "alice", "inbox": down})
-        await fed.backend.put("outgoing", "missing", {"activity": {"id": "missing"}, "username": "alice"})
+        task = Task(
+            f"t{i}",
+            "deliver",
+            {"activity": "missing", "username": "alice", "inbox": down},
+        )
+        await fed.backend.put(
+            "outgoing", "missing", {"activity": {"id": "missing"}, "username": "alice"}
+        )
         outcomes.append(await fed.delivery.attempt(task))
     assert all(not o.done and o.retry_at for o in outcomes)
     assert outcomes[-1].reason.endswith("is resting") and not outcomes[-1].count_attempt
 
 
-async def test_following_a_remote_account_records_its_accept(server: MumbleServer, peer: Peer) -> None:
+async def test_following_a_remote_account_records_its_accept(
+    server: MumbleServer, peer: Peer
+) -> None:
     bob = peer.user("bob")
     status, follow_activity = await server.outbox({"type": "Follow", "object": bob.id})
     assert status == 201
@@ -150,7 +170,9 @@ async def test_following_a_remote_account_records_its_accept(server: MumbleServe
     _, page = await server.get("/users/alice/following?page=true")
     assert page["orderedItems"] == [bob.id]
 
-    status, _ = await server.outbox({"type": "Undo", "object": {"type": "Follow", "object": bob.id}})
+    status, _ = await server.outbox(
+        {"type": "Undo", "object": {"type": "Follow", "object": bob.id}}
+    )
     assert status == 201
     await eventually(lambda: any(d.activity["type"] == "Undo" for d in peer.received))
     undo = next(d for d in peer.received if d.activity["type"] == "Undo")
@@ -158,19 +180,30 @@ async def test_following_a_remote_account_records_its_accept(server: MumbleServe
     assert await server.count("alice", "following") == 0
 
 
-async def test_an_accept_from_someone_else_is_ignored(server: MumbleServer, peer: Peer) -> None:
+async def test_an_accept_from_someone_else_is_ignored(
+    server: MumbleServer, peer: Peer
+) -> None:
     bob, eve = peer.user("bob"), peer.user("eve")
     _, follow_activity = await server.outbox({"type": "Follow", "object": bob.id})
-    await peer.send(eve, f"{server.actor}/inbox", peer.activity(eve, "Accept", follow_activity["id"]))
+    await peer.send(
+        eve,
+        f"{server.actor}/inbox",
+        peer.activity(eve, "Accept", follow_activity["id"]),
+    )
     await eventually(lambda: _queue_empty(server))
     assert await server.count("alice", "following") == 0
 
 
-async def test_a_peer_that_is_down_gets_retries_not_a_crash(server: MumbleServer, peer: Peer) -> None:
+async def test_a_peer_that_is_down_gets_retries_not_a_crash(
+    server: MumbleServer, peer: Peer
+) -> None:
     bob = peer.user("bob")
     gone = RemoteUser("bob", bob.key, "http://127.0.0.1:9")
     await server.fed.follows.add_follower("alice", gone.id, gone.inbox, "f1")
     await post(server)
     await eventually(lambda: _attempted(server))
     queued = [t for t in await tasks(server) if t["state"] == "queued"]
-    assert "ClientConnectorError" in queued[0]["last_error"] or "127.0.0.1:9" in queued[0]["last_error"]
+    assert (
+        "ClientConnectorError" in queued[0]["last_error"]
+        or "127.0.0.1:9" in queued[0]["last_error"]
+    )

@@ -17,15 +17,24 @@ from mumble.jsonld import (
 MASTODON_NOTE = {
     "@context": [
         "https://www.w3.org/ns/activitystreams",
-        {"ostatus": "http://ostatus.org#", "sensitive": "as:sensitive", "toot": "http://joinmastodon.org/ns#",
-         "Emoji": "toot:Emoji", "blurhash": "toot:blurhash"},
+        {
+            "ostatus": "http://ostatus.org#",
+            "sensitive": "as:sensitive",
+            "toot": "http://joinmastodon.org/ns#",
+            "Emoji": "toot:Emoji",
+            "blurhash": "toot:blurhash",
+        },
     ],
     "id": "https://mastodon.example/users/bob/statuses/1",
     "type": "Note",
     "attributedTo": "https://mastodon.example/users/bob",
     "content": "<p>hi</p>",
     "to": "https://www.w3.org/ns/activitystreams#Public",
-    "tag": {"type": "Emoji", "name": ":blob:", "icon": {"type": "Image", "url": "https://m.example/b.png"}},
+    "tag": {
+        "type": "Emoji",
+        "name": ":blob:",
+        "icon": {"type": "Image", "url": "https://m.example/b.png"},
+    },
 }
 
 
@@ -40,19 +49,36 @@ def test_the_three_spellings_of_public_are_the_same(address: object) -> None:
 
 
 def test_emitted_addressing_is_arrays_with_the_full_public_iri() -> None:
-    out = normalise_addressing({"to": "as:Public", "cc": "https://x/f", "tag": {"type": "Hashtag"},
-                                "object": {"to": "Public"}})
-    assert out["to"] == [PUBLIC] and out["cc"] == ["https://x/f"] and out["tag"] == [{"type": "Hashtag"}]
+    out = normalise_addressing(
+        {
+            "to": "as:Public",
+            "cc": "https://x/f",
+            "tag": {"type": "Hashtag"},
+            "object": {"to": "Public"},
+        }
+    )
+    assert (
+        out["to"] == [PUBLIC]
+        and out["cc"] == ["https://x/f"]
+        and out["tag"] == [{"type": "Hashtag"}]
+    )
     assert out["object"]["to"] == [PUBLIC]
 
 
 def test_contexts_are_bundled_for_the_peers_that_use_them() -> None:
     urls = bundled_context_urls()
-    for expected in ("https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1",
-                     "https://w3id.org/identity/v1", "https://w3id.org/security/data-integrity/v1",
-                     "https://w3id.org/security/multikey/v1", "https://www.w3.org/ns/did/v1",
-                     "http://joinmastodon.org/ns", "https://litepub.social/litepub/context.jsonld",
-                     "https://gotosocial.org/ns", "https://schema.org"):
+    for expected in (
+        "https://www.w3.org/ns/activitystreams",
+        "https://w3id.org/security/v1",
+        "https://w3id.org/identity/v1",
+        "https://w3id.org/security/data-integrity/v1",
+        "https://w3id.org/security/multikey/v1",
+        "https://www.w3.org/ns/did/v1",
+        "http://joinmastodon.org/ns",
+        "https://litepub.social/litepub/context.jsonld",
+        "https://gotosocial.org/ns",
+        "https://schema.org",
+    ):
         assert expected in urls
 
 
@@ -65,4 +91,6 @@ def test_a_mastodon_note_expands_offline_and_compacts_with_arrays() -> None:
 
 def test_an_unbundled_context_is_refused_not_fetched() -> None:
     with pytest.raises(BadRequest):
-        expand_sync({"@context": "https://unknown.example/context.jsonld", "type": "Note"})
+        expand_sync(
+            {"@context": "https://unknown.example/context.jsonld", "type": "Note"}
+        )

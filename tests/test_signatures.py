@@ -49,14 +49,27 @@ class Keys:
         return PublicKey(key_id, OWNER, key.public_key())
 
 
-def request(headers: dict[str, str], body: bytes | None = b"{}", target: str = "/inbox") -> SignedRequest:
+def request(
+    headers: dict[str, str], body: bytes | None = b"{}", target: str = "/inbox"
+) -> SignedRequest:
     return SignedRequest("POST", target, CIMultiDict(headers), body)
 
 
-def signed(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, body: bytes = b"{}",
-           url: str = "https://local.example/inbox", now: float = NOW) -> dict[str, str]:
-    return sign_request("POST", url, key_id=KEY_ID, private_key=key, body=body,
-                        headers={"Content-Type": "application/activity+json"}, now=now)
+def signed(
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey,
+    body: bytes = b"{}",
+    url: str = "https://local.example/inbox",
+    now: float = NOW,
+) -> dict[str, str]:
+    return sign_request(
+        "POST",
+        url,
+        key_id=KEY_ID,
+        private_key=key,
+        body=body,
+        headers={"Content-Type": "application/activity+json"},
+        now=now,
+    )
 
 
 def manual(key: rsa.RSAPrivateKey, lines: list[tuple[str, str]], **params: str) -> str:
@@ -73,21 +86,38 @@ async def test_a_signed_post_verifies(rsa_key: rsa.RSAPrivateKey) -> None:
     assert result.ok and result.owner == OWNER and result.key_id == KEY_ID
 
 
-async def test_the_signature_covers_request_target_host_date_digest_and_type(rsa_key: rsa.RSAPrivateKey) -> None:
+async def test_the_signature_covers_request_target_host_date_digest_and_type(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
     params = parse_signature(signed(rsa_key)["Signature"])
-    assert params.headers == ("(request-target)", "host", "date", "digest", "content-type")
+    assert params.headers == (
+        "(request-target)",
+        "host",
+        "date",
+        "digest",
+        "content-type",
+    )
     assert params.algorithm == "rsa-sha256"
 
 
-async def test_hs2019_and_a_missing_algorithm_let_the_key_decide(rsa_key: rsa.RSAPrivateKey) -> None:
+async def test_hs2019_and_a_missing_algorithm_let_the_key_decide(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
     date = formatdate(NOW, usegmt=True)
     body = b"{}"
-    lines = [("(request-target)", "post /inbox"), ("host", "local.example"), ("date", date),
-             ("digest", digest_header(body))]
+    lines = [
+        ("(request-target)", "post /inbox"),
+        ("host", "local.example"),
+        ("date", date),
+        ("digest", digest_header(body)),
+    ]
     headers = {"Host": "local.example", "Date": date, "Digest": digest_header(body)}
     for extra in ({"algorithm": '"hs2019"'}, {}):
-        result = await verify_request(request(headers | {"Signature": manual(rsa_key, lines, **extra)}),
-                                      Keys(rsa_key), now=NOW)
+        result = await verify_request(
+            request(headers | {"Signature": manual(rsa_key, lines, **extra)}),
+            Keys(rsa_key),
+            now=NOW,
+        )
         assert result.ok, result.reason
 
 
@@ -100,7 +130,9 @@ async def test_ed25519_keys_verify_with_hs2019() -> None:
 async def test_rsa_sha256_with_an_ed25519_key_fails() -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     headers = signed(key)
-    headers["Signature"] = headers["Signature"].replace('algorithm="hs2019"', 'algorithm="rsa-sha256"')
+    headers["Signature"] = headers["Signature"].replace(
+        'algorithm="hs2019"', 'algorithm="rsa-sha256"'
+    )
     result = await verify_request(request(headers), Keys(key), now=NOW)
     assert not result.ok
 
@@ -108,47 +140,82 @@ async def test_rsa_sha256_with_an_ed25519_key_fails() -> None:
 async def test_created_and_expires_can_replace_date(rsa_key: rsa.RSAPrivateKey) -> None:
     body = b"{}"
     created, expires = int(NOW) - 10, int(NOW) + 300
-    lines = [("(request-target)", "post /inbox"), ("(created)", str(created)),
-             ("(expires)", str(expires)), ("digest", digest_header(body))]
-    sig = manual(rsa_key, lines, created=str(created), expires=str(expires), algorithm='"hs2019"')
-    result = await verify_request(request({"Digest": digest_header(body), "Signature": sig}), Keys(rsa_key), now=NOW)
+    lines = [
+        ("(request-target)", "post /inbox"),
+        ("(created)", str(created)),
+        ("(expires)", str(expires)),
+        ("digest", digest_header(body)),
+    ]
+    sig = manual(
+        rsa_key, lines, created=str(created), expires=str(expires), algorithm='"hs2019"'
+    )
+    result = await verify_request(
+        request({"Digest": digest_header(body), "Signature": sig}),
+        Keys(rsa_key),
+        now=NOW,
+    )
     assert result.ok, result.reason
-    late = await verify_request(request({"Digest": digest_header(body), "Signature": sig}),
-                                Keys(rsa_key), now=expires + 3700)
+    late = await verify_request(
+        request({"Digest": digest_header(body), "Signature": sig}),
+        Keys(rsa_key),
+        now=expires + 3700,
+    )
     assert not late.ok and "expired" in late.reason
 
 
-async def test_headers_are_used_in_the_order_the_signature_names(rsa_key: rsa.RSAPrivateKey) -> None:
+async def test_headers_are_used_in_the_order_the_signature_names(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
     date = formatdate(NOW, usegmt=True)
     body = b"{}"
-    lines = [("digest", digest_header(body)), ("date", date), ("(request-target)", "post /inbox"),
-             ("x-custom", "a, b")]
+    lines = [
+        ("digest", digest_header(body)),
+        ("date", date),
+        ("(request-target)", "post /inbox"),
+        ("x-custom", "a, b"),
+    ]
     headers = CIMultiDict({"Date": date, "Digest": digest_header(body)})
     headers.add("X-Custom", "a")
     headers.add("X-Custom", "b")
     headers["Signature"] = manual(rsa_key, lines)
-    result = await verify_request(SignedRequest("POST", "/inbox", headers, body), Keys(rsa_key), now=NOW)
+    result = await verify_request(
+        SignedRequest("POST", "/inbox", headers, body), Keys(rsa_key), now=NOW
+    )
     assert result.ok, result.reason
 
 
-async def test_the_raw_path_is_used_with_its_query_then_without(rsa_key: rsa.RSAPrivateKey) -> None:
+async def test_the_raw_path_is_used_with_its_query_then_without(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
     raw = "/users/b%C3%B6b/inbox?x=%2F"
     with_query = signed(rsa_key, url=f"https://local.example{raw}")
-    assert (await verify_request(request(with_query, target=raw), Keys(rsa_key), now=NOW)).ok
+    assert (
+        await verify_request(request(with_query, target=raw), Keys(rsa_key), now=NOW)
+    ).ok
     without_query = signed(rsa_key, url="https://local.example/users/b%C3%B6b/inbox")
-    assert (await verify_request(request(without_query, target=raw), Keys(rsa_key), now=NOW)).ok
-    decoded = await verify_request(request(with_query, target="/users/böb/inbox?x=/"), Keys(rsa_key), now=NOW)
+    assert (
+        await verify_request(request(without_query, target=raw), Keys(rsa_key), now=NOW)
+    ).ok
+    decoded = await verify_request(
+        request(with_query, target="/users/böb/inbox?x=/"), Keys(rsa_key), now=NOW
+    )
     assert not decoded.ok
 
 
-@pytest.mark.parametrize("value", ["SHA-256={}", "sha-256={}", "SHA-512=AAAA, sha-256={}"])
+@pytest.mark.parametrize(
+    "value", ["SHA-256={}", "sha-256={}", "SHA-512=AAAA, sha-256={}"]
+)
 async def test_the_digest_algorithm_is_case_insensitive_and_may_be_one_of_several(
     rsa_key: rsa.RSAPrivateKey, value: str
 ) -> None:
     body = b'{"a": 1}'
     encoded = base64.b64encode(hashlib.sha256(body).digest()).decode()
     if value.startswith("SHA-512"):
-        value = "SHA-512=" + base64.b64encode(hashlib.sha512(body).digest()).decode() + ", sha-256={}"
+        value = (
+            "SHA-512="
+            + base64.b64encode(hashlib.sha512(body).digest()).decode()
+            + ", sha-256={}"
+        )
     date = formatdate(NOW, usegmt=True)
     digest = value.format(encoded)
     lines = [("(request-target)", "post /inbox"), ("date", date), ("digest", digest)]
@@ -163,7 +230,10 @@ async def test_a_wrong_digest_fails(rsa_key: rsa.RSAPrivateKey) -> None:
     assert not result.ok and "digest" in result.reason
 
 
-@pytest.mark.parametrize(("offset", "ok"), [(-3600 - 290, True), (-3600 - 400, False), (3590, True), (3700, False)])
+@pytest.mark.parametrize(
+    ("offset", "ok"),
+    [(-3600 - 290, True), (-3600 - 400, False), (3590, True), (3700, False)],
+)
 async def test_the_time_window_is_an_hour_ahead_and_a_little_over_an_hour_behind(
     rsa_key: rsa.RSAPrivateKey, offset: float, ok: bool
 ) -> None:
@@ -172,17 +242,31 @@ async def test_the_time_window_is_an_hour_ahead_and_a_little_over_an_hour_behind
     assert result.ok is ok, result.reason
 
 
-async def test_a_lenient_date_is_parsed_but_the_raw_value_is_signed(rsa_key: rsa.RSAPrivateKey) -> None:
+async def test_a_lenient_date_is_parsed_but_the_raw_value_is_signed(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
     date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(NOW))
-    lines = [("(request-target)", "post /inbox"), ("date", date), ("digest", digest_header(b"{}"))]
-    headers = {"Date": date, "Digest": digest_header(b"{}"), "Signature": manual(rsa_key, lines)}
+    lines = [
+        ("(request-target)", "post /inbox"),
+        ("date", date),
+        ("digest", digest_header(b"{}")),
+    ]
+    headers = {
+        "Date": date,
+        "Digest": digest_header(b"{}"),
+        "Signature": manual(rsa_key, lines),
+    }
     assert (await verify_request(request(headers), Keys(rsa_key), now=NOW)).ok
 
 
 async def test_a_post_must_sign_its_digest(rsa_key: rsa.RSAPrivateKey) -> None:
     date = formatdate(NOW, usegmt=True)
     lines = [("(request-target)", "post /inbox"), ("date", date)]
-    headers = {"Date": date, "Digest": digest_header(b"{}"), "Signature": manual(rsa_key, lines)}
+    headers = {
+        "Date": date,
+        "Digest": digest_header(b"{}"),
+        "Signature": manual(rsa_key, lines),
+    }
     result = await verify_request(request(headers), Keys(rsa_key), now=NOW)
     assert not result.ok and "digest" in result.reason
 
@@ -197,7 +281,9 @@ async def test_a_rotated_key_is_refetched_once(rsa_key: rsa.RSAPrivateKey) -> No
     assert not result.ok and forged.calls == [False, True]
 
 
-async def test_an_unreachable_key_is_a_failure_not_an_exception(rsa_key: rsa.RSAPrivateKey) -> None:
+async def test_an_unreachable_key_is_a_failure_not_an_exception(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
     result = await verify_request(request(signed(rsa_key)), Keys(), now=NOW)
     assert not result.ok and "unavailable" in result.reason
 
@@ -208,17 +294,31 @@ async def test_rfc9421_requests_are_refused(rsa_key: rsa.RSAPrivateKey) -> None:
     assert not result.ok and "RFC 9421" in result.reason
 
 
-@pytest.mark.parametrize("header", [
-    "", "garbage", 'keyId="k"', 'signature="AAAA"', 'keyId="k",signature="not base64!"',
-    'keyId="k",signature="AAAA",created="soon"', 'keyId="k",,signature="AAAA"',
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "garbage",
+        'keyId="k"',
+        'signature="AAAA"',
+        'keyId="k",signature="not base64!"',
+        'keyId="k",signature="AAAA",created="soon"',
+        'keyId="k",,signature="AAAA"',
+    ],
+)
 def test_malformed_signature_headers_raise_signature_error(header: str) -> None:
     with pytest.raises(SignatureError):
         parse_signature(header)
 
 
 def test_unquoted_integers_and_quoted_strings_parse() -> None:
-    params = parse_signature('keyId="a,b=\\"c",algorithm="hs2019",created=1700000000,expires=1700000300,'
-                             'headers="(created) digest",signature="AAAA"')
-    assert params.key_id == 'a,b="c' and params.created == 1700000000 and params.expires == 1700000300
+    params = parse_signature(
+        'keyId="a,b=\\"c",algorithm="hs2019",created=1700000000,expires=1700000300,'
+        'headers="(created) digest",signature="AAAA"'
+    )
+    assert (
+        params.key_id == 'a,b="c'
+        and params.created == 1700000000
+        and params.expires == 1700000300
+    )
     assert params.headers == ("(created)", "digest")

@@ -49,7 +49,9 @@ class TaskOutcome:
     count_attempt: bool = field(default=True)
 
     @classmethod
-    def retry(cls, at: float, reason: str, *, count_attempt: bool = True) -> TaskOutcome:
+    def retry(
+        cls, at: float, reason: str, *, count_attempt: bool = True
+    ) -> TaskOutcome:
         return cls(False, at, reason, count_attempt)
 
     @classmethod

@@ -74,7 +74,9 @@ class EmbeddedBackend(Backend):
 
     def _open_sync(self) -> None:
         db = sqlite3.connect(
-            self.data_dir / "mumble.sqlite3", isolation_level=None, check_same_thread=False
+            self.data_dir / "mumble.sqlite3",
+            isolation_level=None,
+            check_same_thread=False,
         )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -95,7 +97,9 @@ class EmbeddedBackend(Backend):
     # records
 
     async def get(self, ns: str, key: str) -> dict[str, Any] | None:
-        row = await self._call(self._fetchone, "SELECT value FROM records WHERE ns=? AND key=?", (ns, key))
+        row = await self._call(
+            self._fetchone, "SELECT value FROM records WHERE ns=? AND key=?", (ns, key)
+        )
         return json.loads(row[0]) if row else None
 
     def _fetchone(self, sql: str, args: tuple[Any, ...]) -> Any:
@@ -105,7 +109,9 @@ class EmbeddedBackend(Backend):
         self, ns: str, key: str, value: dict[str, Any], *, only_new: bool = False
     ) -> bool:
         if ns in COUNTED_NAMESPACES:
-            written, _old = await self._call(self._counted_write, ns, key, value, only_new)
+            written, _old = await self._call(
+                self._counted_write, ns, key, value, only_new
+            )
             return bool(written)
         verb = "INSERT OR IGNORE" if only_new else "INSERT OR REPLACE"
         sql = f"{verb} INTO records (ns, key, value) VALUES (?, ?, ?)"
@@ -122,7 +128,9 @@ class EmbeddedBackend(Backend):
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT value FROM records WHERE ns=? AND key=?", (ns, key)).fetchone()
+            row = db.execute(
+                "SELECT value FROM records WHERE ns=? AND key=?", (ns, key)
+            ).fetchone()
             old = json.loads(row[0]) if row else None
             if (only_new and old is not None) or (value is None and old is None):
                 db.execute("COMMIT")
@@ -147,7 +155,9 @@ class EmbeddedBackend(Backend):
             _written, old = await self._call(self._counted_write, ns, key, None, False)
             return old  # type: ignore[no-any-return]
         row = await self._call(
-            self._fetchone, "DELETE FROM records WHERE ns=? AND key=? RETURNING value", (ns, key)
+            self._fetchone,
+            "DELETE FROM records WHERE ns=? AND key=? RETURNING value",
+            (ns, key),
         )
         return json.loads(row[0]) if row else None
 
@@ -289,11 +299,15 @@ class EmbeddedBackend(Backend):
                 job.cancel()
             await asyncio.gather(*running, return_exceptions=True)
 
-    async def _idle(self, stop: asyncio.Event, running: set[asyncio.Task[None]]) -> None:
+    async def _idle(
+        self, stop: asyncio.Event, running: set[asyncio.Task[None]]
+    ) -> None:
         """Wait for a submission, a finished task, the next due time or the stop."""
         assert self._wakeup is not None
         next_due = await self._call(self._next_due)
-        timeout = 1.0 if next_due is None else max(0.0, min(1.0, next_due - time.time()))
+        timeout = (
+            1.0 if next_due is None else max(0.0, min(1.0, next_due - time.time()))
+        )
         waiters = {
             asyncio.ensure_future(self._wakeup.wait()),
             asyncio.ensure_future(stop.wait()),

@@ -284,7 +284,7 @@ class FedifyPeer:
     async def wait_for(
         self,
         predicate: Callable[[InboxActivity], bool],
-        timeout: float = 10.0,  # noqa: ASYNC109
+        timeout: float = 10.0,
     ) -> InboxActivity:
         """Poll the inbox until an activity matches ``predicate``."""
         deadline = time.monotonic() + timeout

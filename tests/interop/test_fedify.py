@@ -50,7 +50,9 @@ async def test_a_post_reaches_fedify_and_its_reply_and_like_are_counted(
     await fedify.follow(server.actor)
     await fedify.wait_for(lambda a: a["type"] == "Accept")
 
-    status, create = await server.outbox({"type": "Note", "content": "<p>Hello, Fedify</p>"})
+    status, create = await server.outbox(
+        {"type": "Note", "content": "<p>Hello, Fedify</p>"}
+    )
     assert status == 201
     note_id = create["object"]["id"]
     received = await fedify.wait_for(lambda a: a["type"] == "Create")
@@ -63,7 +65,11 @@ async def test_a_post_reaches_fedify_and_its_reply_and_like_are_counted(
     like_id = await fedify.like(server.actor, note_id)
 
     async def counted() -> bool:
-        return await server.fed.posts.counts(note_id) == {"replies": 1, "likes": 1, "shares": 0}
+        return await server.fed.posts.counts(note_id) == {
+            "replies": 1,
+            "likes": 1,
+            "shares": 0,
+        }
 
     await eventually(counted)
     _, replies = await server.get(f"{note_id}/replies?page=true")
@@ -77,7 +83,9 @@ async def test_a_post_reaches_fedify_and_its_reply_and_like_are_counted(
     await eventually(uncounted)
 
 
-async def test_fedify_unfollowing_removes_it_from_followers(server: MumbleServer, fedify: FedifyPeer) -> None:
+async def test_fedify_unfollowing_removes_it_from_followers(
+    server: MumbleServer, fedify: FedifyPeer
+) -> None:
     await fedify.follow(server.actor)
     await fedify.wait_for(lambda a: a["type"] == "Accept")
     assert await followers_of(server) == [fedify.actor_id]
@@ -92,7 +100,9 @@ async def test_fedify_unfollowing_removes_it_from_followers(server: MumbleServer
     assert collection["totalItems"] == 0
 
 
-async def test_mumble_follows_fedify_and_records_its_accept(server: MumbleServer, fedify: FedifyPeer) -> None:
+async def test_mumble_follows_fedify_and_records_its_accept(
+    server: MumbleServer, fedify: FedifyPeer
+) -> None:
     status, follow = await server.outbox({"type": "Follow", "object": fedify.actor_id})
     assert status == 201
     await eventually(lambda: _followers_contain(fedify, server.actor))
@@ -103,7 +113,11 @@ async def test_mumble_follows_fedify_and_records_its_accept(server: MumbleServer
 
     await eventually(accepted)
     record = await server.fed.backend.get("following", f"alice {fedify.actor_id}")
-    assert record is not None and record["state"] == "accepted" and record["follow"] == follow["id"]
+    assert (
+        record is not None
+        and record["state"] == "accepted"
+        and record["follow"] == follow["id"]
+    )
     assert await fedify.rejected() == []
 
 
@@ -111,7 +125,9 @@ async def _followers_contain(fedify: FedifyPeer, actor: str) -> bool:
     return actor in await fedify.followers()
 
 
-async def test_mumble_survives_what_fedify_sends_twice(tmp_path, fedify: FedifyPeer) -> None:  # type: ignore[no-untyped-def]
+async def test_mumble_survives_what_fedify_sends_twice(
+    tmp_path, fedify: FedifyPeer
+) -> None:  # type: ignore[no-untyped-def]
     from aiohttp.test_utils import unused_port
 
     server = await MumbleServer(make_settings(tmp_path / "data", unused_port())).start()
