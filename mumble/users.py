@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -47,6 +48,7 @@ class Users:
         self.backend = backend
         self._users: dict[str, LocalUser] = {}
         self._keys: dict[str, PrivateKeyType] = {}
+        self._key_lock = asyncio.Lock()
 
     async def get(self, username: str) -> LocalUser | None:
         username = username.lower()
@@ -96,11 +98,17 @@ class Users:
         return token
 
     async def private_key(self, username: str) -> PrivateKeyType:
+        """The user's private key, loaded once however many callers ask at once."""
         if username not in self._keys:
-            record = await self.backend.get("private-keys", username)
-            if record is None:
-                raise LookupError(f"no private key for {username}")
-            self._keys[username] = load_private_key(record["pem"])
+            async with self._key_lock:
+                if username not in self._keys:
+                    record = await self.backend.get("private-keys", username)
+                    if record is None:
+                        raise LookupError(f"no private key for {username}")
+                    # Loading checks the key, which takes tens of milliseconds.
+                    self._keys[username] = await asyncio.to_thread(
+                        load_private_key, record["pem"]
+                    )
         return self._keys[username]
 
     async def check_token(self, username: str, token: str) -> bool:

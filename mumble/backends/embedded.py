@@ -14,11 +14,11 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..statistics import COUNTED_NAMESPACES, count_changes
 from .base import Backend, Record, Task, TaskOutcome, TaskRunner
@@ -26,6 +26,7 @@ from .base import Backend, Record, Task, TaskOutcome, TaskRunner
 log = logging.getLogger("mumble.backends.embedded")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 LEASE_SECONDS = 600.0
 
@@ -44,12 +45,56 @@ CREATE INDEX IF NOT EXISTS tasks_due ON tasks (state, due);
 """
 
 
+class _Batcher(Generic[T, R]):
+    """Writes that arrive together run as one call, so one transaction, on the
+    database thread: under load, one commit serves many requests."""
+
+    def __init__(
+        self,
+        call: Callable[..., Awaitable[Any]],
+        write: Callable[[list[T]], list[R]],
+        after: Callable[[list[R]], None] | None = None,
+    ) -> None:
+        self._call = call
+        self._write = write
+        self._after = after
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def add(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await self._call(self._write, [item for item, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                raise
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+            if self._after is not None:
+                self._after(results)
+
+
 class EmbeddedBackend(Backend):
     def __init__(self, data_dir: Path | str) -> None:
         self.data_dir = Path(data_dir)
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._wakeup: asyncio.Event | None = None
+        self._submits = _Batcher[list[Task], int](self._call, self._submit, self._woken)
+        self._settles = _Batcher[tuple[Task, TaskOutcome], None](
+            self._call, self._settle
+        )
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         if self._executor is None:
@@ -217,22 +262,28 @@ class EmbeddedBackend(Backend):
     # tasks
 
     async def submit(self, tasks: Sequence[Task]) -> int:
-        count: int = await self._call(self._submit, list(tasks))
-        if count and self._wakeup is not None:
-            self._wakeup.set()
-        return count
+        return await self._submits.add(list(tasks))
 
-    def _submit(self, tasks: list[Task]) -> int:
-        rows = [(t.id, t.kind, json.dumps(t.payload), t.due, t.attempts) for t in tasks]
+    def _woken(self, counts: list[int]) -> None:
+        if any(counts) and self._wakeup is not None:
+            self._wakeup.set()
+
+    def _submit(self, batches: list[list[Task]]) -> list[int]:
+        counts = []
         with self.db:
             self.db.execute("BEGIN")
-            before = self.db.total_changes
-            self.db.executemany(
-                "INSERT OR IGNORE INTO tasks (id, kind, payload, due, attempts) "
-                "VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            return self.db.total_changes - before
+            for tasks in batches:
+                before = self.db.total_changes
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO tasks (id, kind, payload, due, attempts) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (t.id, t.kind, json.dumps(t.payload), t.due, t.attempts)
+                        for t in tasks
+                    ],
+                )
+                counts.append(self.db.total_changes - before)
+        return counts
 
     def _claim(self, limit: int, now: float) -> list[Task]:
         rows = self.db.execute(
@@ -249,7 +300,14 @@ class EmbeddedBackend(Backend):
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
-    def _settle(self, task: Task, outcome: TaskOutcome) -> None:
+    def _settle(self, settled: list[tuple[Task, TaskOutcome]]) -> list[None]:
+        with self.db:
+            self.db.execute("BEGIN")
+            for task, outcome in settled:
+                self._settle_one(task, outcome)
+        return [None] * len(settled)
+
+    def _settle_one(self, task: Task, outcome: TaskOutcome) -> None:
         if outcome.done:
             self.db.execute("DELETE FROM tasks WHERE id = ?", (task.id,))
         elif outcome.retry_at is not None:
@@ -283,7 +341,8 @@ class EmbeddedBackend(Backend):
         try:
             while not stop.is_set():
                 free = concurrency - len(running)
-                if free <= 0:
+                # Claim in batches: one query per quarter of the slots, not per task.
+                if free <= 0 or (running and free < max(1, concurrency // 4)):
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 self._wakeup.clear()
@@ -329,4 +388,4 @@ class EmbeddedBackend(Backend):
             log.exception("task %s (%s) failed; retrying later", task.id, task.kind)
             outcome = TaskOutcome.retry(time.time() + 60, "internal error")
         with contextlib.suppress(RuntimeError):
-            await self._call(self._settle, task, outcome)
+            await self._settles.add((task, outcome))
