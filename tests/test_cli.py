@@ -1,0 +1,136 @@
+"""The mumble command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import unused_port
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "single_user.py"
+
+
+def mumble(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), "--data", str(data), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    data, port = tmp_path / "data", unused_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--data",
+            str(data),
+            "serve",
+            "--user",
+            "carol",
+            "--origin",
+            f"http://127.0.0.1:{port}",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/.well-known/nodeinfo", timeout=1
+            )
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+    yield data, port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_init_creates_the_user_and_prints_the_handle_and_actor(tmp_path: Path) -> None:
+    result = mumble(
+        tmp_path / "d", "init", "--user", "dora", "--origin", "https://Example.COM"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "@dora@example.com" in result.stdout
+    assert "https://example.com/users/dora" in result.stdout
+    token = tmp_path / "d" / "owner-token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) > 30
+    assert (
+        json.loads((tmp_path / "d" / "config.json").read_text())["origin"]
+        == "https://example.com"
+    )
+    assert token.read_text().strip() not in result.stdout
+
+    again = mumble(tmp_path / "d", "init", "--user", "dora")
+    assert again.returncode == 1 and "already holds" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("init", "--user", "Not Valid!"), "username"),
+        (("init", "--origin", "ftp://x"), "origin"),
+        (("post", "hello"), "run 'mumble init' first"),
+        (("followers",), "run 'mumble init' first"),
+    ],
+)
+def test_mistakes_get_one_line_and_a_nonzero_exit(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = mumble(tmp_path / "d", *args)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_client_commands_say_when_the_server_is_down(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    assert mumble(data, "init", "--user", "dora").returncode == 0
+    result = mumble(
+        data, "post", "--server", f"http://127.0.0.1:{unused_port()}", "hello"
+    )
+    assert result.returncode == 1 and "cannot reach the server" in result.stderr
+
+
+def test_post_follow_and_lists_go_through_the_running_server(
+    running: tuple[Path, int],
+) -> None:
+    data, port = running
+    posted = mumble(data, "post", "Hello <world>")
+    assert posted.returncode == 0, posted.stderr
+    url = posted.stdout.strip()
+    assert url.startswith(f"http://127.0.0.1:{port}/users/carol/posts/")
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/activity+json"}
+    )
+    note = json.loads(urllib.request.urlopen(request, timeout=5).read())
+    assert note["content"] == "<p>Hello &lt;world&gt;</p>"
+
+    followers = mumble(data, "followers")
+    assert followers.returncode == 0 and followers.stdout == ""
+
+    unreachable = mumble(data, "follow", "nobody@127.0.0.1:9")
+    assert unreachable.returncode == 1
+    assert (
+        "not a public address" in unreachable.stderr or "refused" in unreachable.stderr
+    )
+    not_followed = mumble(data, "unfollow", "https://nowhere.example/users/x")
+    assert not_followed.returncode == 1 and "does not follow" in not_followed.stderr
