@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backends import Task, TaskOutcome
@@ -31,7 +31,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .ids import same_origin
-from .jsonld import id_of, types_of
+from .jsonld import id_of, normalise, types_of
 from .signatures import SignedRequest, Verification, verify_request
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ class ActivityContext:
     activity: dict[str, Any]
     actor_id: str
     recipient: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def type(self) -> str:
@@ -181,6 +180,7 @@ class Inbox:
         activity, actor_id = payload["activity"], payload["actor"]
         if await self.fed.backend.get("seen", payload["key"]) is not None:
             return TaskOutcome()
+        activity = await normalise(activity)
         ctx = ActivityContext(self.fed, activity, actor_id, payload.get("recipient"))
         try:
             await self._dispatch(ctx)

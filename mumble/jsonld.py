@@ -14,11 +14,13 @@ import asyncio
 import copy
 import functools
 import json
-from collections.abc import Iterable
+import logging
 from importlib import resources
 from typing import Any
 
 from .errors import BadRequest
+
+log = logging.getLogger("mumble.jsonld")
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
 SECURITY_CONTEXT = "https://w3id.org/security/v1"
@@ -165,5 +167,23 @@ async def compact(doc: Any, context: Any = None) -> dict[str, Any]:
     return await asyncio.to_thread(compact_sync, doc, context)
 
 
-def context_urls(doc: dict[str, Any]) -> Iterable[str]:
-    return (c for c in as_list(doc.get("@context")) if isinstance(c, str))
+_PLAIN_CONTEXTS = frozenset({AS_CONTEXT, SECURITY_CONTEXT})
+
+
+async def normalise(doc: dict[str, Any]) -> dict[str, Any]:
+    """Bring an activity to Mumble's own terms, whatever context it was written in.
+
+    Documents in the plain ActivityStreams context are only reshaped; others
+    are compacted to :data:`CONTEXT` by pyld, off the event loop. A document
+    whose context is not bundled cannot be compacted without fetching, so it
+    is kept as written (peers name their terms conventionally, and every
+    reader here is lenient about shapes).
+    """
+    contexts = as_list(doc.get("@context"))
+    if all(isinstance(c, str) and c in _PLAIN_CONTEXTS for c in contexts):
+        return normalise_addressing(doc)
+    try:
+        return await compact(doc)
+    except BadRequest as exc:
+        log.info("kept %s as written: %s", id_of(doc), exc.message)
+        return normalise_addressing(doc)

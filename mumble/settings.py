@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -43,10 +43,8 @@ class Settings:
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
     host_failure_threshold: int = 5
     host_cooldown_seconds: float = 600.0
-    worker_poll_seconds: float = 1.0
     auto_accept_follows: bool = True
     software_name: str = "mumble"
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.origin)

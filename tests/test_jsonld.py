@@ -94,3 +94,38 @@ def test_an_unbundled_context_is_refused_not_fetched() -> None:
         expand_sync(
             {"@context": "https://unknown.example/context.jsonld", "type": "Note"}
         )
+
+
+async def test_an_activity_in_another_context_is_brought_to_our_terms() -> None:
+    from mumble.jsonld import normalise
+
+    odd = {
+        "@context": [
+            "https://www.w3.org/ns/activitystreams",
+            {"s": "https://www.w3.org/ns/activitystreams#"},
+        ],
+        "id": "https://r.example/a/1",
+        "type": "Like",
+        "s:actor": {"id": "https://r.example/u"},
+        "object": "https://l.example/p/1",
+        "to": "as:Public",
+    }
+    out = await normalise(odd)
+    assert out["actor"] == "https://r.example/u" and out["to"] == [PUBLIC]
+
+
+async def test_an_activity_in_an_unbundled_context_is_kept_as_written() -> None:
+    from mumble.jsonld import normalise
+
+    doc = {
+        "@context": [
+            "https://www.w3.org/ns/activitystreams",
+            "https://pleroma.example/schemas/litepub-0.1.jsonld",
+        ],
+        "id": "https://pleroma.example/a/1",
+        "type": "Like",
+        "actor": "https://pleroma.example/u",
+        "to": "Public",
+    }
+    out = await normalise(doc)
+    assert out["type"] == "Like" and out["to"] == [PUBLIC]
