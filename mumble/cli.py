@@ -75,16 +75,23 @@ async def _init(data: Path, username: str, origin: str, name: str) -> tuple[str,
     return user.username, token
 
 
+def _identity(args: argparse.Namespace) -> tuple[str, str]:
+    """The username and origin asked for, with defaults that follow the port."""
+    port = getattr(args, "port", 8080)
+    return args.user or "me", args.origin or f"http://localhost:{port}"
+
+
 def cmd_init(args: argparse.Namespace) -> None:
     data: Path = args.data
     if _config_path(data).exists():
         raise CommandError(f"{data} already holds a Mumble server")
+    username, origin = _identity(args)
     try:
-        origin = Settings(origin=args.origin).origin
+        origin = Settings(origin=origin).origin
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     data.mkdir(parents=True, exist_ok=True)
-    username, token = asyncio.run(_init(data, args.user, origin, args.name or ""))
+    username, token = asyncio.run(_init(data, username, origin, args.name or ""))
     token_path = data / TOKEN
     token_path.write_text(token + "\n")
     os.chmod(token_path, 0o600)
@@ -112,6 +119,16 @@ def cmd_serve(args: argparse.Namespace, factory: AppFactory | None) -> None:
     if not _config_path(data).exists():
         cmd_init(args)
     config = load_config(data)
+    for asked, kept in (
+        (args.user, config["username"]),
+        (args.origin, config["origin"]),
+    ):
+        if asked and asked.lower().rstrip("/") != kept:
+            print(
+                f"mumble: {data} already serves @{config['username']} at "
+                f"{config['origin']}; ignoring {asked}",
+                file=sys.stderr,
+            )
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     config["listen"] = f"http://{local_host}:{args.port}"
     save_config(data, config)
@@ -122,11 +139,18 @@ def cmd_serve(args: argparse.Namespace, factory: AppFactory | None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    print(
-        f"serving @{config['username']}@{settings.host} on {config['listen']}",
-        flush=True,
-    )
-    web.run_app(app.web_app(), host=args.host, port=args.port, print=None)
+    ready = f"serving @{config['username']}@{settings.host} on {config['listen']}"
+    try:
+        web.run_app(
+            app.web_app(),
+            host=args.host,
+            port=args.port,
+            print=lambda _banner: print(ready, flush=True),
+        )
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from exc
 
 
 def _client_target(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -163,7 +187,10 @@ async def _request(
             except ValueError:
                 return resp.status, {"error": text[:200]}
     except aiohttp.ClientError as exc:
-        raise CommandError(f"cannot reach the server at {url}: {exc}") from exc
+        raise CommandError(
+            f"cannot reach the server at {url} (is it running? start it with "
+            f"'serve'): {exc}"
+        ) from exc
 
 
 def _owner_post(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
@@ -172,8 +199,9 @@ def _owner_post(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any
     url = f"{server}/users/{config['username']}/outbox"
     status, answer = asyncio.run(_request("POST", url, token=token, body=body))
     if status >= 400:
+        verb = "refused" if status < 500 else "could not do it"
         raise CommandError(
-            f"the server refused ({status}): {answer.get('error', answer)}"
+            f"the server {verb} ({status}): {answer.get('error', answer)}"
         )
     return answer  # type: ignore[no-any-return]
 
@@ -204,6 +232,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     config, server = _client_target(args)
     url: str | None = f"{server}/users/{config['username']}/{args.command}?page=true"
     origin = config["origin"]
+    listed = 0
     while url:
         status, page = asyncio.run(_request("GET", url))
         if status != 200:
@@ -212,12 +241,15 @@ def cmd_list(args: argparse.Namespace) -> None:
             )
         for item in page.get("orderedItems", []):
             print(item)
+            listed += 1
         next_url = page.get("next")
         url = (
             server + next_url[len(origin) :]
             if isinstance(next_url, str) and next_url.startswith(origin)
             else None
         )
+    if not listed:
+        print(f"mumble: no {args.command} yet", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -233,11 +265,11 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     def identity(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--user", default="me", help="the username (default: me)")
+        p.add_argument("--user", help="the username (default: me)")
         p.add_argument(
             "--origin",
-            default="http://localhost:8080",
-            help="the public origin, e.g. https://example.com (default: http://localhost:8080)",
+            help="the public origin, e.g. https://example.com "
+            "(default: http://localhost:PORT)",
         )
         p.add_argument("--name", default="", help="the display name")
 
@@ -251,8 +283,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
     )
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--app", default="", help="application factory, module:function")
+    serve.add_argument(
+        "--port", type=int, default=8080, help="port to bind (default: 8080)"
+    )
+    serve.add_argument(
+        "--app", default="", help="serve another application: module:factory"
+    )
     serve.add_argument(
         "--allow-private-addresses",
         action="store_true",
@@ -272,8 +308,10 @@ def parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("account", help="user@host or an actor URL")
     for name in ("followers", "following"):
-        p = sub.add_parser(name, help=f"list {name}")
-        p.add_argument("--server", default="")
+        p = sub.add_parser(name, help=f"list {name}, one actor URL a line")
+        p.add_argument(
+            "--server", default="", help="the server's address (default: from config)"
+        )
     return top
 
 

@@ -35,6 +35,8 @@ JSON_TYPES = (
     "application/jrd+json",
 )
 
+_PRIVATE_HINT = " (the operator can allow private addresses)"
+
 Signer = Callable[[], Awaitable[tuple[str, PrivateKeyType] | None]]
 """Gives the key id and private key to sign fetches with, or None to fetch unsigned."""
 
@@ -121,13 +123,13 @@ class Fetcher:
             return
         host = parts.hostname
         if host == "localhost" or host.endswith(".localhost"):
-            raise FetchError(f"{host} is not a public address")
+            raise FetchError(f"{host} is not a public address{_PRIVATE_HINT}")
         try:
             ipaddress.ip_address(host)
         except ValueError:
             return
         if not is_public_address(host):
-            raise FetchError(f"{host} is not a public address")
+            raise FetchError(f"{host} is not a public address{_PRIVATE_HINT}")
 
     async def request(
         self,

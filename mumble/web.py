@@ -89,6 +89,15 @@ async def _profile_html(fed: Federation, user: LocalUser) -> web.Response:
     return web.Response(text=page, content_type="text/html", headers={"Vary": "Accept"})
 
 
+async def handle_root(request: web.Request) -> web.StreamResponse:
+    """The front page of a single-user server is its owner's profile."""
+    fed = request.app[FEDERATION]
+    users = await fed.users.all()
+    if len(users) != 1:
+        raise NotFound("this server has no single owner to show")
+    raise web.HTTPFound(fed.ids.profile(users[0].username))
+
+
 async def handle_inbox(request: web.Request) -> web.StreamResponse:
     fed = request.app[FEDERATION]
     username = request.match_info.get("username")
@@ -247,6 +256,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/.well-known/webfinger", webfinger.handle_webfinger)
     app.router.add_get("/.well-known/nodeinfo", nodeinfo.handle_discovery)
     app.router.add_get("/nodeinfo/2.1", nodeinfo.handle_nodeinfo)
+    app.router.add_get("/", handle_root)
     app.router.add_post("/inbox", handle_inbox)
     app.router.add_get("/@{username}", handle_profile)
     app.router.add_get("/users/{username}", handle_actor)

@@ -126,6 +126,7 @@ def test_post_follow_and_lists_go_through_the_running_server(
 
     followers = mumble(data, "followers")
     assert followers.returncode == 0 and followers.stdout == ""
+    assert "no followers yet" in followers.stderr
 
     unreachable = mumble(data, "follow", "nobody@127.0.0.1:9")
     assert unreachable.returncode == 1
@@ -134,3 +135,85 @@ def test_post_follow_and_lists_go_through_the_running_server(
     )
     not_followed = mumble(data, "unfollow", "https://nowhere.example/users/x")
     assert not_followed.returncode == 1 and "does not follow" in not_followed.stderr
+
+
+def test_the_default_origin_follows_the_port(tmp_path: Path) -> None:
+    port = unused_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--data",
+            str(tmp_path / "d"),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert f"created @me@localhost:{port}\n" in lines
+    assert f"serving @me@localhost:{port} on http://127.0.0.1:{port}\n" in lines
+
+
+def test_serving_on_a_busy_port_is_one_line_not_a_traceback(
+    running: tuple[Path, int], tmp_path: Path
+) -> None:
+    _data, port = running
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--data",
+            str(tmp_path / "other"),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1
+    assert (
+        f"cannot listen on 127.0.0.1:{port}" in result.stderr
+        and "Traceback" not in result.stderr
+    )
+    assert "serving @" not in result.stdout
+
+
+def test_a_restart_with_another_identity_warns_and_keeps_the_first(
+    running: tuple[Path, int],
+) -> None:
+    data, port = running
+    config = json.loads((data / "config.json").read_text())
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--data",
+            str(data),
+            "serve",
+            "--user",
+            "zed",
+            "--port",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert "already serves @carol" in result.stderr and "ignoring zed" in result.stderr
+    assert (
+        json.loads((data / "config.json").read_text())["username"] == config["username"]
+    )

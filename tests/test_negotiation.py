@@ -61,3 +61,10 @@ async def test_the_actor_answers_json_or_html_and_varies_on_accept(server) -> No
         allow_redirects=False,
     ) as resp:
         assert resp.status == 302 and resp.headers["Location"] == server.actor
+
+
+async def test_the_front_page_leads_to_the_owners_profile(server) -> None:  # type: ignore[no-untyped-def]
+    async with server.session.get(f"{server.origin}/", allow_redirects=False) as resp:
+        assert (
+            resp.status == 302 and resp.headers["Location"] == f"{server.origin}/@alice"
+        )
