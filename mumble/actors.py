@@ -17,7 +17,7 @@ from typing import Any
 from .backends import Backend
 from .errors import BadRequest, FetchError, Gone, NotFound
 from .fetch import Fetcher
-from .ids import Ids, same_origin
+from .ids import Ids, http_url, same_origin
 from .jsonld import CONTEXT, as_list, id_of, types_of
 from .signatures import PublicKey, load_public_key
 from .users import LocalUser
@@ -73,13 +73,16 @@ class RemoteActor:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> RemoteActor:
-        actor_id, inbox = doc.get("id"), doc.get("inbox")
-        if not isinstance(actor_id, str) or not isinstance(inbox, str):
+        actor_id, inbox = http_url(doc.get("id")), http_url(doc.get("inbox"))
+        if actor_id is None or inbox is None:
             raise BadRequest("an actor needs an id and an inbox")
         if not same_origin(actor_id, inbox):
             raise BadRequest("the actor's inbox is on another origin")
         endpoints = doc.get("endpoints")
         shared = endpoints.get("sharedInbox") if isinstance(endpoints, dict) else None
+        # Our deliveries go only where the actor's own server is.
+        if not same_origin(shared, actor_id):
+            shared = None
         username = doc.get("preferredUsername")
         return cls(
             id=actor_id,

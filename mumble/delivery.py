@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 from .backends import Task, TaskOutcome
 from .errors import FetchError, MumbleError
+from .ids import http_url
 from .jsonld import PUBLIC, as_list, id_of, is_public
 from .signatures import digest_header, parse_http_date, sign_request
 
@@ -107,6 +109,11 @@ class Delivery:
         log.info("queued %s to %d inboxes", activity_id, count)
         return count
 
+    async def withdraw(self, activity_id: str) -> None:
+        """Stop delivering an activity: its waiting tasks are dropped when they run."""
+        self._bodies.pop(activity_id, None)
+        await self.fed.backend.delete("outgoing", activity_id)
+
     async def _body(self, activity_id: str) -> tuple[bytes, str] | None:
         cached = self._bodies.get(activity_id)
         if cached is not None:
@@ -130,7 +137,9 @@ class Delivery:
 
     async def attempt(self, task: Task) -> TaskOutcome:
         """Run one delivery task."""
-        inbox = task.payload["inbox"]
+        inbox = http_url(task.payload["inbox"])
+        if inbox is None:
+            return TaskOutcome.drop("the inbox is not a valid URL")
         username = task.payload["username"]
         host = urlsplit(inbox).netloc
         health = self._hosts.setdefault(host, HostHealth())
@@ -206,7 +215,7 @@ def retry_after_seconds(value: str | None) -> float:
     if not value:
         return 0.0
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,12}", value):
         seconds = float(value)
     else:
         when = parse_http_date(value)

@@ -17,9 +17,12 @@ from .inbox import Handler, Inbox
 from .posts import Posts
 from .settings import Settings
 from .signatures import PrivateKeyType
-from .users import Users
+from .users import LocalUser, Users
 
 log = logging.getLogger("mumble.federation")
+
+#: Inbound activities processed at once; each is short unless it fetches.
+INBOUND_CONCURRENCY = 8
 
 
 class Federation:
@@ -49,7 +52,7 @@ class Federation:
         self.delivery = Delivery(self)
         self.inbox = Inbox(self, handlers or {})
         self._stop: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
 
     async def _fetch_signer(self) -> tuple[str, PrivateKeyType] | None:
         """Fetches are signed by the first local user, for servers that demand it."""
@@ -59,6 +62,13 @@ class Federation:
                 return None
             self._signer = min(u.username for u in users)
         return self.ids.key(self._signer), await self.users.private_key(self._signer)
+
+    async def local_user(self, url: object) -> LocalUser | None:
+        """The local user an actor URL names, whatever the letter case."""
+        ref = self.ids.parse(url)
+        if ref is None or ref.kind != "actor":
+            return None
+        return await self.users.get(ref.username)
 
     async def open(self) -> None:
         await self.backend.open()
@@ -77,25 +87,34 @@ class Federation:
         return TaskOutcome.drop(f"unknown task kind {task.kind}")
 
     def start_worker(self) -> None:
-        """Run persisted tasks in the background of this process."""
-        if self._worker is not None:
+        """Run persisted tasks in the background of this process.
+
+        Inbound activities and deliveries have runners of their own, so a slow
+        or silent peer holds up only deliveries to it, never the inbox.
+        """
+        if self._workers:
             return
         self._stop = asyncio.Event()
-        self._worker = asyncio.create_task(
-            self.backend.run_tasks(
-                self.run_task,
-                stop=self._stop,
-                concurrency=self.settings.delivery_concurrency,
-            ),
-            name="mumble-worker",
+        runners = (
+            ("inbound", INBOUND_CONCURRENCY),
+            ("deliver", self.settings.delivery_concurrency),
         )
+        self._workers = [
+            asyncio.create_task(
+                self.backend.run_tasks(
+                    self.run_task, stop=self._stop, concurrency=size, kinds=(kind,)
+                ),
+                name=f"mumble-{kind}",
+            )
+            for kind, size in runners
+        ]
 
     async def stop_worker(self) -> None:
-        if self._worker is None or self._stop is None:
+        if not self._workers or self._stop is None:
             return
         self._stop.set()
-        try:
-            await asyncio.wait_for(self._worker, timeout=10)
-        except TimeoutError:
-            self._worker.cancel()
-        self._worker = None
+        _done, pending = await asyncio.wait(self._workers, timeout=10)
+        for worker in pending:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []

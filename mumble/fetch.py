@@ -10,7 +10,6 @@ them.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,9 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from .errors import FetchError, Gone, NotFound
+from .errors import BadRequest, FetchError, Gone, NotFound
+from .ids import http_url
+from .jsonld import parse_json
 from .settings import Settings
 from .signatures import PrivateKeyType, sign_request
 
@@ -73,9 +74,6 @@ class Response:
     headers: dict[str, str]
     body: bytes
 
-    def json(self) -> Any:
-        return json.loads(self.body)
-
 
 class Fetcher:
     def __init__(self, settings: Settings, signer: Signer | None = None) -> None:
@@ -116,12 +114,11 @@ class Fetcher:
 
     def check_url(self, url: str) -> None:
         """Refuse URLs that are not http(s), or that name a non-public address."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if http_url(url) is None:
             raise FetchError(f"not an http(s) URL: {url[:200]}")
         if self.settings.allow_private_addresses:
             return
-        host = parts.hostname
+        host = urlsplit(url).hostname or ""
         if host == "localhost" or host.endswith(".localhost"):
             raise FetchError(f"{host} is not a public address{_PRIVATE_HINT}")
         try:
@@ -170,7 +167,10 @@ class Fetcher:
                         location = resp.headers.get("Location")
                         if not location:
                             raise FetchError(f"redirect without Location from {url}")
-                        url = urljoin(url, location)
+                        try:
+                            url = urljoin(url, location)
+                        except ValueError as exc:
+                            raise FetchError(f"bad redirect from {url}") from exc
                         continue
                     data = await self._read_capped(resp)
                     return Response(resp.status, dict(resp.headers), data)
@@ -210,9 +210,9 @@ class Fetcher:
                 f"GET {url} answered {ctype or 'no content type'}, not JSON"
             )
         try:
-            doc = resp.json()
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FetchError(f"GET {url} answered malformed JSON") from exc
+            doc = parse_json(resp.body)
+        except BadRequest as exc:
+            raise FetchError(f"GET {url} answered {exc.message}") from exc
         if not isinstance(doc, dict):
             raise FetchError(f"GET {url} answered JSON that is not an object")
         return doc

@@ -92,13 +92,10 @@ class Follows:
     # inbound
 
     async def on_follow(self, ctx: ActivityContext) -> None:
-        target = self.fed.ids.parse(id_of(ctx.activity.get("object")))
-        if (
-            target is None
-            or target.kind != "actor"
-            or await self.fed.users.get(target.username) is None
-        ):
+        user = await self.fed.local_user(id_of(ctx.activity.get("object")))
+        if user is None:
             raise NotFound("the Follow names no local actor")
+        username = user.username
         follow_id = id_of(ctx.activity)
         if not follow_id:
             raise BadRequest("a Follow needs an id")
@@ -106,22 +103,20 @@ class Follows:
         if not self.fed.settings.auto_accept_follows:
             await self.backend.put(
                 "follow-requests",
-                edge(target.username, actor.id),
+                edge(username, actor.id),
                 {"activity": ctx.activity},
             )
             return
-        await self.add_follower(
-            target.username, actor.id, actor.delivery_inbox, follow_id
-        )
+        await self.add_follower(username, actor.id, actor.delivery_inbox, follow_id)
         accept = {
             "@context": CONTEXT,
-            "id": self.fed.ids.activity(target.username, str(uuid.uuid4())),
+            "id": self.fed.ids.activity(username, str(uuid.uuid4())),
             "type": "Accept",
-            "actor": self.fed.ids.actor(target.username),
+            "actor": self.fed.ids.actor(username),
             "object": _bare(ctx.activity),
             "to": [actor.id],
         }
-        await self.fed.delivery.send(target.username, accept, [actor.inbox])
+        await self.fed.delivery.send(username, accept, [actor.inbox])
 
     async def on_undo_follow(self, ctx: ActivityContext, follow: Any) -> None:
         follow_id = id_of(follow)
@@ -129,10 +124,10 @@ class Follows:
         if known is not None:
             username, actor_id = known["username"], known["actor"]
         elif isinstance(follow, dict):
-            target = self.fed.ids.parse(id_of(follow.get("object")))
-            if target is None or target.kind != "actor":
+            user = await self.fed.local_user(id_of(follow.get("object")))
+            if user is None:
                 return
-            username, actor_id = target.username, ctx.actor_id
+            username, actor_id = user.username, ctx.actor_id
         else:
             return
         if actor_id != ctx.actor_id:
@@ -194,8 +189,8 @@ class Follows:
         follow = ctx.activity.get("object")
         known = await self.backend.get("outgoing-follows", id_of(follow) or "")
         if known is None and isinstance(follow, dict) and "Follow" in types_of(follow):
-            local = self.fed.ids.parse(id_of(follow.get("actor")))
-            if local is not None and local.kind == "actor":
+            local = await self.fed.local_user(id_of(follow.get("actor")))
+            if local is not None:
                 known = {
                     "username": local.username,
                     "actor": id_of(follow.get("object")),

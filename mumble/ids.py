@@ -77,7 +77,26 @@ class Ids:
         return None
 
 
-def same_origin(a: str, b: str) -> bool:
-    """Whether two URLs share scheme, host and port."""
-    pa, pb = urlsplit(a), urlsplit(b)
+def http_url(value: object) -> str | None:
+    """The value if it is a well-formed http(s) URL with a host, else None."""
+    if not isinstance(value, str) or len(value) > 2048:
+        return None
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        return None
+    return value
+
+
+def same_origin(a: object, b: object) -> bool:
+    """Whether two URLs share scheme, host and port; malformed URLs share nothing."""
+    if http_url(a) is None or http_url(b) is None:
+        return False
+    pa, pb = urlsplit(str(a)), urlsplit(str(b))
     return (pa.scheme, pa.netloc.lower()) == (pb.scheme, pb.netloc.lower())

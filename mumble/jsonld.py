@@ -47,6 +47,27 @@ CONTEXT: list[Any] = [
 ARRAY_PROPERTIES = ("to", "cc", "bto", "bcc", "tag", "attachment", "audience")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Parse strict JSON from the network, or raise :class:`BadRequest`.
+
+    Strict means what peers can read back: no NaN or Infinity, no lone
+    surrogates, and no nesting deep enough to exhaust the parser.
+    """
+    try:
+        doc = json.loads(body, parse_constant=_no_constant)
+        # A lone surrogate parses but can be neither stored nor sent again.
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except RecursionError as exc:
+        raise BadRequest("the JSON is nested too deeply") from exc
+    except (ValueError, UnicodeError) as exc:
+        raise BadRequest("the body is not valid JSON") from exc
+    return doc
+
+
 def as_list(value: Any) -> list[Any]:
     """Return a property's values as a list: absent is empty, one is a list of one."""
     if value is None:

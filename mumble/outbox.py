@@ -9,15 +9,15 @@ Follow, or a Delete of one of the user's posts.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from .backends import Record
 from .collections import collection_document
-from .errors import BadRequest, Unauthorized
-from .jsonld import id_of, types_of
+from .errors import BadRequest, Unauthorized, UnsupportedMediaType
+from .inbox import INBOX_TYPES
+from .jsonld import id_of, parse_json, types_of
 from .posts import OBJECT_TYPES
 from .web_base import count, json_response, page_param, user_or_404
 from .webfinger import resolve
@@ -55,10 +55,10 @@ async def handle_post_to_outbox(request: web.Request) -> web.StreamResponse:
     fed, user = await user_or_404(request)
     if not await fed.auth.is_owner(user.username, _bearer(request)):
         raise Unauthorized("the token is not the owner's")
-    try:
-        doc = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("the body is not JSON") from exc
+    media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if media not in INBOX_TYPES:
+        raise UnsupportedMediaType("the outbox takes application/activity+json")
+    doc = parse_json(await request.read())
     if not isinstance(doc, dict):
         raise BadRequest("the body is not a JSON object")
     types = set(types_of(doc))

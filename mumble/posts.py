@@ -15,17 +15,19 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadRequest, Forbidden, NotFound
+from .errors import BadRequest, FetchError, Forbidden, Gone, NotFound
 from .ids import same_origin
 from .jsonld import (
     CONTEXT,
     PUBLIC,
+    as_list,
     id_of,
     ids_of,
+    is_public,
     normalise_addressing,
     types_of,
 )
-from .sanitize import clean_html, clean_object
+from .sanitize import clean_object
 
 if TYPE_CHECKING:
     from .federation import Federation
@@ -39,6 +41,11 @@ OBJECT_TYPES = frozenset(
 REACTIONS = {"Like": "likes", "Announce": "shares"}
 
 
+def is_public_post(obj: dict[str, Any]) -> bool:
+    """Whether a post is addressed to the public, in ``to`` or in ``cc``."""
+    return any(is_public(a) for a in as_list(obj.get("to")) + as_list(obj.get("cc")))
+
+
 def iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
@@ -50,32 +57,39 @@ class Posts:
 
     # local posts
 
-    async def local_post(self, object_id: str) -> dict[str, Any] | None:
+    async def local_post(
+        self, object_id: str, *, live: bool = False
+    ) -> dict[str, Any] | None:
+        """The stored record of a local post; with ``live``, None once deleted."""
         record = await self.backend.get("objects", object_id)
         if record is None or not record.get("local"):
+            return None
+        if live and record["object"].get("type") == "Tombstone":
             return None
         return record
 
     async def create(self, username: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Publish an object as ``username``: give it ids, store it, deliver it."""
-        if not OBJECT_TYPES & set(types_of(obj)):
+        kind = next((t for t in types_of(obj) if t in OBJECT_TYPES), None)
+        if kind is None:
             raise BadRequest(f"cannot post an object of type {obj.get('type')!r}")
         now = time.time()
         post_id = uuid.uuid4().hex
         ids = self.fed.ids
         object_id = ids.post(username, post_id)
         actor_id = ids.actor(username)
-        to = ids_of(obj.get("to")) or [PUBLIC]
-        cc = ids_of(obj.get("cc")) or [ids.followers(username)]
+        # Defaults only where the client said nothing: an empty list is a choice.
+        to = ids_of(obj["to"]) if "to" in obj else [PUBLIC]
+        cc = ids_of(obj["cc"]) if "cc" in obj else [ids.followers(username)]
         content = obj.get("content")
         if not isinstance(content, str) or not content.strip():
             raise BadRequest("a post needs content")
         note = {k: v for k, v in obj.items() if k not in ("@context", "bto", "bcc")}
         note |= {
             "id": object_id,
-            "type": types_of(obj)[0],
+            "type": kind,
             "attributedTo": actor_id,
-            "content": clean_html(content),
+            "content": content,
             "published": iso(now),
             "url": object_id,
             "to": to,
@@ -87,7 +101,8 @@ class Posts:
         in_reply_to = id_of(obj.get("inReplyTo"))
         if in_reply_to:
             note["inReplyTo"] = in_reply_to
-        note = normalise_addressing(clean_object(note))
+        note = normalise_addressing(await clean_object(note))
+        public = is_public_post(note)
         activity = {
             "@context": CONTEXT,
             "id": f"{object_id}/activity",
@@ -106,13 +121,15 @@ class Posts:
                 "object": note,
                 "owner": username,
                 "local": True,
+                "public": public,
                 "outbox_key": outbox_key,
             },
         )
         await self.backend.put(
             "activities", activity["id"], {"activity": activity, "owner": username}
         )
-        await self.backend.put("outbox", outbox_key, {"activity": activity["id"]})
+        if public:
+            await self.backend.put("outbox", outbox_key, {"activity": activity["id"]})
         await self.fed.delivery.deliver(username, activity)
         return activity
 
@@ -121,6 +138,8 @@ class Posts:
         if record is None or record.get("owner") != username:
             raise NotFound("no such post")
         note = record["object"]
+        if note.get("type") == "Tombstone":
+            raise Gone("the post is deleted already")
         tombstone = {
             "id": object_id,
             "type": "Tombstone",
@@ -133,6 +152,11 @@ class Posts:
             {"object": tombstone, "owner": username, "local": True},
         )
         await self.backend.delete("outbox", record.get("outbox_key", ""))
+        create_id = f"{object_id}/activity"
+        await self.backend.delete("activities", create_id)
+        # Deliveries of the Create still waiting for a retry must not bring
+        # the post back after its Delete.
+        await self.fed.delivery.withdraw(create_id)
         activity = {
             "@context": CONTEXT,
             "id": f"{object_id}#delete",
@@ -154,23 +178,31 @@ class Posts:
     async def on_create(self, ctx: ActivityContext) -> None:
         obj = ctx.activity.get("object")
         if isinstance(obj, str):
+            # Only the actor's own server is worth asking: anything else would
+            # make us send signed requests wherever a stranger points.
+            if not same_origin(obj, ctx.actor_id):
+                raise Forbidden("the created object is not on its actor's origin")
             obj = await self.fed.fetcher.get_json(obj)
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
             raise BadRequest("a Create needs an object with an id")
         if not same_origin(obj["id"], ctx.actor_id):
             raise Forbidden("the created object is not on its actor's origin")
-        author = id_of(obj.get("attributedTo"))
-        if author is not None and author != ctx.actor_id:
+        if any(author != ctx.actor_id for author in ids_of(obj.get("attributedTo"))):
             raise Forbidden("the created object is attributed to someone else")
+        existing = await self.backend.get("objects", obj["id"])
+        if existing is not None and (
+            existing.get("local") or existing.get("actor") != ctx.actor_id
+        ):
+            raise Forbidden("the object exists already and belongs to another actor")
         parent = id_of(obj.get("inReplyTo"))
         mentions_local = any(
             self.fed.ids.is_local(a)
             for a in ids_of(obj.get("to")) + ids_of(obj.get("cc"))
         )
-        reply_to_local = bool(parent and await self.local_post(parent))
+        reply_to_local = bool(parent and await self.local_post(parent, live=True))
         if not (reply_to_local or mentions_local):
             return
-        clean = normalise_addressing(clean_object(obj))
+        clean = normalise_addressing(await clean_object(obj))
         await self.backend.put(
             "objects",
             obj["id"],
@@ -212,18 +244,23 @@ class Posts:
         if not isinstance(obj, dict):
             return
         if id_of(obj) == ctx.actor_id:
-            await self.fed.actors.store(obj, expected_origin=ctx.actor_id)
+            try:
+                await self.fed.actors.store(obj, expected_origin=ctx.actor_id)
+            except FetchError as exc:
+                raise BadRequest(
+                    f"the updated actor is unusable: {exc.message}"
+                ) from exc
             return
         record = await self.backend.get("objects", id_of(obj) or "")
         if record is None or record.get("local") or record.get("actor") != ctx.actor_id:
             return
-        record["object"] = normalise_addressing(clean_object(obj))
+        record["object"] = normalise_addressing(await clean_object(obj))
         await self.backend.put("objects", obj["id"], record)
 
     async def on_reaction(self, ctx: ActivityContext) -> None:
         kind = REACTIONS[ctx.type]
         object_id = id_of(ctx.activity.get("object"))
-        if not object_id or await self.local_post(object_id) is None:
+        if not object_id or await self.local_post(object_id, live=True) is None:
             return
         key = f"{object_id} {kind} {ctx.actor_id}"
         activity_id = id_of(ctx.activity) or key

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from typing import Any
+
+from .errors import BadRequest
 
 _TAGS = {
     "p",
@@ -33,6 +36,8 @@ _TAGS = {
 }
 _ATTRIBUTES = {"a": {"href", "class"}, "span": {"class"}, "ol": {"start"}}
 _TEXT_FIELDS = ("content", "summary", "name")
+MAX_TEXT_LENGTH = 100_000
+MAX_TAGS = 5_000
 
 
 def clean_html(value: str) -> str:
@@ -63,20 +68,44 @@ def text_to_html(text: str) -> str:
     return "".join(out)
 
 
-def clean_object(obj: dict[str, Any]) -> dict[str, Any]:
-    """Sanitise an object's text fields, including their language maps."""
+def _check_size(value: str) -> None:
+    # The sanitiser's time grows with the square of the nesting, so size and
+    # markup are bounded before it runs.
+    if len(value) > MAX_TEXT_LENGTH or value.count("<") > MAX_TAGS:
+        raise BadRequest("the text is too large or has too much markup to show")
+
+
+def _clean_object_sync(obj: dict[str, Any]) -> dict[str, Any]:
     out = dict(obj)
     for name in _TEXT_FIELDS:
         if isinstance(out.get(name), str):
+            _check_size(out[name])
             out[name] = clean_html(out[name])
         mapped = out.get(f"{name}Map")
         if isinstance(mapped, dict):
+            for value in mapped.values():
+                if isinstance(value, str):
+                    _check_size(value)
             out[f"{name}Map"] = {
                 str(k): clean_html(v) for k, v in mapped.items() if isinstance(v, str)
             }
-    for item in (
-        out.get("attachment", []) if isinstance(out.get("attachment"), list) else []
-    ):
-        if isinstance(item, dict) and isinstance(item.get("value"), str):
-            item["value"] = clean_html(item["value"])
+    attachments = out.get("attachment")
+    if isinstance(attachments, list):
+        out["attachment"] = [_clean_field(item) for item in attachments]
     return out
+
+
+def _clean_field(item: Any) -> Any:
+    if isinstance(item, dict) and isinstance(item.get("value"), str):
+        _check_size(item["value"])
+        return item | {"value": clean_html(item["value"])}
+    return item
+
+
+async def clean_object(obj: dict[str, Any]) -> dict[str, Any]:
+    """Sanitise an object's text fields, language maps and profile fields.
+
+    Runs in a worker thread; raises :class:`BadRequest` for text too large
+    or too deeply marked up to be worth sanitising.
+    """
+    return await asyncio.to_thread(_clean_object_sync, obj)

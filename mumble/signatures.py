@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from multidict import MultiMapping
@@ -125,12 +125,13 @@ def parse_signature(value: str) -> SignatureParams:
 
 
 def _integer(params: Mapping[str, str], name: str) -> int | None:
+    """A Unix time parameter; anything but a plausible one is malformed."""
     if name not in params:
         return None
-    try:
-        return int(params[name])
-    except ValueError as exc:
-        raise SignatureError(f"{name} is not an integer") from exc
+    value = params[name]
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
+        raise SignatureError(f"{name} is not a Unix time")
+    return int(value)
 
 
 def signing_string(
@@ -223,7 +224,13 @@ def check_time(params: SignatureParams, headers: Headers, now: float) -> None:
             raise SignatureError("Date header is not a date")
     if created is None:
         raise SignatureError("the request carries no signing time")
-    expires = float(params.expires) if params.expires is not None else None
+    # An expiry counts only when the signature covers it: anyone can add an
+    # unsigned parameter to stretch a captured request's lifetime.
+    expires: float | None = None
+    if "(expires)" in params.headers and params.expires is not None:
+        expires = float(params.expires)
+        if expires < created:
+            raise SignatureError("the signature expires before it was made")
     if expires is None:
         expires = created + DEFAULT_VALIDITY
     expires = min(expires, created + MAX_VALIDITY)
@@ -284,6 +291,8 @@ async def verify_request(
     values = request.headers.getall("signature", [])
     if not values:
         return Verification.failed("the request is not signed")
+    if len(values) > 1:
+        return Verification.failed("the request carries more than one signature")
     try:
         params = parse_signature(values[0])
         check_strength(params, request.method, bool(request.body))
@@ -394,7 +403,10 @@ def load_private_key(pem: str) -> PrivateKeyType:
 
 def load_public_key(pem: str) -> PublicKeyType:
     """Load a PEM public key; raise ValueError when it is not RSA or Ed25519."""
-    key = serialization.load_pem_public_key(pem.strip().encode())
+    try:
+        key = serialization.load_pem_public_key(pem.strip().encode())
+    except UnsupportedAlgorithm as exc:
+        raise ValueError("the key's algorithm is not supported") from exc
     if not isinstance(key, rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
         raise ValueError("only RSA and Ed25519 public keys are supported")
     return key

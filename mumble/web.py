@@ -21,6 +21,7 @@ from .errors import Gone, MumbleError, NotFound
 from .federation import Federation
 from .jsonld import CONTEXT
 from .negotiation import wants_activity_json
+from .posts import is_public_post
 from .signatures import SignedRequest
 from .users import LocalUser
 from .web_base import FEDERATION, count, json_response, page_param, user_or_404
@@ -169,6 +170,11 @@ async def _post_record(
     record = await fed.posts.local_post(post_id)
     if record is None or record.get("owner") != user.username:
         raise NotFound("no such post")
+    note = record["object"]
+    # Posts for followers or for named people reached them by delivery;
+    # nobody else is shown them here.
+    if note.get("type") != "Tombstone" and not is_public_post(note):
+        raise NotFound("no such post")
     return fed, user, post_id, record
 
 
@@ -236,7 +242,9 @@ async def handle_post_collection(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_post_activity(request: web.Request) -> web.StreamResponse:
-    fed, _user, post_id, _record = await _post_record(request)
+    fed, _user, post_id, post = await _post_record(request)
+    if post["object"].get("type") == "Tombstone":
+        raise Gone("this post was deleted")
     record = await fed.backend.get("activities", f"{post_id}/activity")
     if record is None:
         raise NotFound("no such activity")

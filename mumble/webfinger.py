@@ -9,6 +9,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from .errors import BadRequest, FetchError, NotFound
+from .ids import http_url
 from .web_base import FEDERATION, json_response
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ def local_username(fed: Federation, resource: str) -> str | None:
     if handle is not None:
         user, host = handle
         return user.lower() if host == fed.settings.host.lower() else None
+    if http_url(resource) is None:
+        return None
     parts = urlsplit(resource)
     origin = f"{parts.scheme}://{parts.netloc.lower()}"
     if origin != fed.settings.origin:
@@ -74,6 +77,8 @@ async def handle_webfinger(request: web.Request) -> web.Response:
 async def resolve(fed: Federation, handle: str) -> str:
     """The actor URL of ``user@host`` or an actor URL; looked up over WebFinger."""
     if handle.startswith(("https://", "http://")):
+        if http_url(handle) is None:
+            raise BadRequest(f"{handle[:200]!r} is not a valid URL")
         return handle
     parsed = parse_handle(handle)
     if parsed is None:
@@ -85,6 +90,8 @@ async def resolve(fed: Federation, handle: str) -> str:
         else "https"
     )
     url = f"{scheme}://{host}/.well-known/webfinger?resource={quote(f'acct:{user}@{host}')}"
+    if http_url(url) is None:
+        raise BadRequest(f"{handle[:200]!r} names no valid host")
     doc = await fed.fetcher.get_json(url, accept=JRD, sign=False)
     for link in doc.get("links", []) if isinstance(doc.get("links"), list) else []:
         if (

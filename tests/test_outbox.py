@@ -70,7 +70,10 @@ async def test_bad_outbox_bodies_are_400_and_store_nothing(
     async with server.session.post(
         f"{server.actor}/outbox",
         data=b"{nope",
-        headers={"Authorization": f"Bearer {server.token}"},
+        headers={
+            "Authorization": f"Bearer {server.token}",
+            "Content-Type": "application/activity+json",
+        },
     ) as resp:
         assert resp.status == 400
     assert await server.count("alice", "posts") == 0

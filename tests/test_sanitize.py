@@ -17,8 +17,8 @@ def test_only_harmless_tags_and_http_links_survive() -> None:
     )
 
 
-def test_language_maps_and_profile_fields_are_cleaned_too() -> None:
-    obj = clean_object(
+async def test_language_maps_and_profile_fields_are_cleaned_too() -> None:
+    obj = await clean_object(
         {
             "content": "<b>a</b><script>1</script>",
             "contentMap": {"en": "<style>x</style>b"},
@@ -43,3 +43,16 @@ def test_plain_text_becomes_escaped_paragraphs_with_links() -> None:
         "<p>a &lt;b&gt; &amp; c<br>line</p>"
         '<p><a href="https://x.example/p?q=1">https://x.example/p?q=1</a></p>'
     )
+
+
+async def test_text_too_large_or_too_marked_up_is_refused_before_sanitising() -> None:
+    import pytest
+
+    from mumble.errors import BadRequest
+
+    for content in ("x" * 100_001, "<ul>" * 5_001):
+        with pytest.raises(BadRequest):
+            await clean_object({"content": content})
+    assert (await clean_object({"content": "<ul>" * 100}))["content"].count(
+        "<ul>"
+    ) == 100

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,9 +118,17 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def run_tasks(
-        self, runner: TaskRunner, *, stop: asyncio.Event, concurrency: int = 16
+        self,
+        runner: TaskRunner,
+        *,
+        stop: asyncio.Event,
+        concurrency: int = 16,
+        kinds: Collection[str] = (),
     ) -> None:
         """Run due tasks with ``runner`` until ``stop`` is set.
+
+        With ``kinds``, only tasks of those kinds: separate runners keep slow
+        deliveries from holding up inbound work.
 
         A task whose outcome asks for a retry is kept and run again at its
         ``retry_at``; one that is done or dropped is removed. A task being run

@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 LEASE_SECONDS = 600.0
+#: Runs that end in an unexpected exception before a task is set aside.
+MAX_CRASHES = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -90,7 +92,8 @@ class EmbeddedBackend(Backend):
         self.data_dir = Path(data_dir)
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._wakeup: asyncio.Event | None = None
+        self._wakeups: set[asyncio.Event] = set()
+        self._opened = False
         self._submits = _Batcher[list[Task], int](self._call, self._submit, self._woken)
         self._settles = _Batcher[tuple[Task, TaskOutcome], None](
             self._call, self._settle
@@ -114,7 +117,7 @@ class EmbeddedBackend(Backend):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "blobs").mkdir(exist_ok=True)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mumble-sqlite")
-        self._wakeup = asyncio.Event()
+        self._opened = True
         await self._call(self._open_sync)
 
     def _open_sync(self) -> None:
@@ -265,8 +268,9 @@ class EmbeddedBackend(Backend):
         return await self._submits.add(list(tasks))
 
     def _woken(self, counts: list[int]) -> None:
-        if any(counts) and self._wakeup is not None:
-            self._wakeup.set()
+        if any(counts):
+            for wakeup in self._wakeups:
+                wakeup.set()
 
     def _submit(self, batches: list[list[Task]]) -> list[int]:
         counts = []
@@ -285,18 +289,22 @@ class EmbeddedBackend(Backend):
                 counts.append(self.db.total_changes - before)
         return counts
 
-    def _claim(self, limit: int, now: float) -> list[Task]:
+    def _claim(self, limit: int, now: float, kinds: tuple[str, ...]) -> list[Task]:
+        only = f" AND kind IN ({', '.join('?' * len(kinds))})" if kinds else ""
         rows = self.db.execute(
             "UPDATE tasks SET leased_until = ? WHERE id IN (SELECT id FROM tasks "
-            "WHERE state = 'queued' AND due <= ? AND leased_until <= ? "
+            f"WHERE state = 'queued' AND due <= ? AND leased_until <= ?{only} "
             "ORDER BY due LIMIT ?) RETURNING id, kind, payload, due, attempts",
-            (now + LEASE_SECONDS, now, now, limit),
+            (now + LEASE_SECONDS, now, now, *kinds, limit),
         ).fetchall()
         return [Task(i, k, json.loads(p), d, a) for i, k, p, d, a in rows]
 
-    def _next_due(self) -> float | None:
+    def _next_due(self, kinds: tuple[str, ...]) -> float | None:
+        only = f" AND kind IN ({', '.join('?' * len(kinds))})" if kinds else ""
         row = self.db.execute(
-            "SELECT min(max(due, leased_until)) FROM tasks WHERE state = 'queued'"
+            "SELECT min(max(due, leased_until)) FROM tasks "
+            f"WHERE state = 'queued'{only}",
+            kinds,
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
@@ -334,9 +342,17 @@ class EmbeddedBackend(Backend):
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     async def run_tasks(
-        self, runner: TaskRunner, *, stop: asyncio.Event, concurrency: int = 16
+        self,
+        runner: TaskRunner,
+        *,
+        stop: asyncio.Event,
+        concurrency: int = 16,
+        kinds: Collection[str] = (),
     ) -> None:
-        assert self._wakeup is not None, "the backend is not open"
+        assert self._opened, "the backend is not open"
+        only = tuple(sorted(kinds))
+        wakeup = asyncio.Event()
+        self._wakeups.add(wakeup)
         running: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
@@ -345,30 +361,36 @@ class EmbeddedBackend(Backend):
                 if free <= 0 or (running and free < max(1, concurrency // 4)):
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                self._wakeup.clear()
-                claimed: list[Task] = await self._call(self._claim, free, time.time())
+                wakeup.clear()
+                claimed: list[Task] = await self._call(
+                    self._claim, free, time.time(), only
+                )
                 for task in claimed:
                     job = asyncio.create_task(self._run_one(runner, task))
                     running.add(job)
                     job.add_done_callback(running.discard)
                 if not claimed:
-                    await self._idle(stop, running)
+                    await self._idle(stop, wakeup, running, only)
         finally:
+            self._wakeups.discard(wakeup)
             for job in running:
                 job.cancel()
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _idle(
-        self, stop: asyncio.Event, running: set[asyncio.Task[None]]
+        self,
+        stop: asyncio.Event,
+        wakeup: asyncio.Event,
+        running: set[asyncio.Task[None]],
+        kinds: tuple[str, ...],
     ) -> None:
         """Wait for a submission, a finished task, the next due time or the stop."""
-        assert self._wakeup is not None
-        next_due = await self._call(self._next_due)
+        next_due = await self._call(self._next_due, kinds)
         timeout = (
             1.0 if next_due is None else max(0.0, min(1.0, next_due - time.time()))
         )
         waiters = {
-            asyncio.ensure_future(self._wakeup.wait()),
+            asyncio.ensure_future(wakeup.wait()),
             asyncio.ensure_future(stop.wait()),
         }
         try:
@@ -385,7 +407,11 @@ class EmbeddedBackend(Backend):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("task %s (%s) failed; retrying later", task.id, task.kind)
-            outcome = TaskOutcome.retry(time.time() + 60, "internal error")
+            log.exception("task %s (%s) failed", task.id, task.kind)
+            if task.attempts + 1 >= MAX_CRASHES:
+                outcome = TaskOutcome.drop("internal error; gave up")
+            else:
+                delay = 60.0 * 2**task.attempts
+                outcome = TaskOutcome.retry(time.time() + delay, "internal error")
         with contextlib.suppress(RuntimeError):
             await self._settles.add((task, outcome))
