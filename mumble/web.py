@@ -117,7 +117,10 @@ async def handle_inbox(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def handle_followers(request: web.Request) -> web.StreamResponse:
+async def _actor_collection(
+    request: web.Request, name: str, *, accepted_only: bool = False
+) -> web.StreamResponse:
+    """Followers or following: the actor ids of a user's edges, paged."""
     fed, user = await user_or_404(request)
 
     async def render(record: Record) -> Any:
@@ -125,41 +128,29 @@ async def handle_followers(request: web.Request) -> web.StreamResponse:
 
     doc = await collection_document(
         fed.backend,
-        collection_id=fed.ids.followers(user.username),
-        ns="followers",
+        collection_id=f"{fed.ids.actor(user.username)}/{name}",
+        ns=name,
         prefix=f"{user.username} ",
-        total=await count(fed, user.username, "followers"),
+        total=await count(fed, user.username, name),
         page=page_param(request),
         render=render,
     )
-    return json_response(doc)
-
-
-async def handle_following(request: web.Request) -> web.StreamResponse:
-    fed, user = await user_or_404(request)
-
-    async def render(record: Record) -> Any:
-        return record.value["actor"]
-
-    doc = await collection_document(
-        fed.backend,
-        collection_id=fed.ids.following(user.username),
-        ns="following",
-        prefix=f"{user.username} ",
-        total=await count(fed, user.username, "following"),
-        page=page_param(request),
-        render=render,
-    )
-    if "orderedItems" in doc:
+    if accepted_only and "orderedItems" in doc:
+        # Requests still waiting for their Accept are not relationships yet.
+        records = await fed.backend.query(name, f"{user.username} ", limit=1000)
         pending = {
-            r.value["actor"]
-            for r in await fed.backend.query(
-                "following", f"{user.username} ", limit=1000
-            )
-            if r.value.get("state") != "accepted"
+            r.value["actor"] for r in records if r.value.get("state") != "accepted"
         }
         doc["orderedItems"] = [a for a in doc["orderedItems"] if a not in pending]
     return json_response(doc)
+
+
+async def handle_followers(request: web.Request) -> web.StreamResponse:
+    return await _actor_collection(request, "followers")
+
+
+async def handle_following(request: web.Request) -> web.StreamResponse:
+    return await _actor_collection(request, "following", accepted_only=True)
 
 
 async def _post_record(
