@@ -15,6 +15,7 @@ import pytest
 
 from mumble.backends import Backend, Task, TaskOutcome
 from mumble.backends.embedded import EmbeddedBackend
+from tests.aws.conformance import aws
 
 BackendFactory = Callable[[Path], Awaitable[Backend]]
 
@@ -23,7 +24,7 @@ async def embedded(tmp_path: Path) -> Backend:
     return EmbeddedBackend(tmp_path / "data")
 
 
-BACKENDS: dict[str, BackendFactory] = {"embedded": embedded}
+BACKENDS: dict[str, BackendFactory] = {"embedded": embedded, "aws": aws}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -18,4 +18,10 @@ def create_backend(settings: Settings) -> Backend:
         from .embedded import EmbeddedBackend
 
         return EmbeddedBackend(settings.data_dir)
+    if settings.backend == "aws":
+        import os
+
+        from .aws import AwsBackend, AwsSettings
+
+        return AwsBackend(AwsSettings.from_environ(os.environ))
     raise ValueError(f"unknown backend {settings.backend!r}")

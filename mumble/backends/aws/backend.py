@@ -1,0 +1,315 @@
+"""The AWS backend: DynamoDB records, S3 blobs and staged work, SSM secrets.
+
+Records are DynamoDB items (layout in :mod:`.tables`). ``put(only_new=True)``
+is a conditional write, so of concurrent writers exactly one gets True and
+the others False, and nothing is written twice. ``delete`` returns the old
+item from the same call. ``query`` is one DynamoDB Query per page (never a
+Scan), ordered and bounded by the sort key. Reads are strongly consistent.
+
+Counts are not written here. The tables' streams feed the statistics
+handler (:mod:`.counts`), which applies :func:`mumble.statistics.count_changes`
+to every change and adds the results to the ``counts`` namespace, so a count
+follows its records within moments instead of in the same transaction.
+
+Tasks are staged in S3 (layout in :mod:`.bucket`): an inbound activity or
+another single task is one object; the deliveries of one activity are
+grouped into objects of up to 200 inboxes, and a DynamoDB claim per task
+keeps an inbox from being staged twice while its delivery is pending. In
+AWS, creating a staged object starts a Step Functions workflow; elsewhere
+:meth:`AwsBackend.run_tasks` drives the same workflow steps in this process
+(see :mod:`.driver`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+from ..base import Backend, Record, Task, TaskRunner
+from .bucket import DELIVERY_GROUP_SIZE, delivery_key, inbound_key, media_key, task_key
+from .clients import AwsClients, error_code
+from .parameters import PRIVATE_KEYS, Parameters
+from .settings import AwsSettings
+from .staging import Staging, task_document
+from .tables import (
+    add_update,
+    item_of,
+    key_of,
+    storable_key,
+    table_for,
+    value_of,
+)
+
+log = logging.getLogger("mumble.aws.backend")
+
+#: Claims of pending deliveries (one per task id) and how long one may stay
+#: behind a workflow that never settled: longer than every retry together.
+CLAIMS = "delivery-claims"
+CLAIM_SECONDS = 7 * 24 * 3600
+#: Conditional writes in flight at once when claiming many deliveries.
+CLAIM_CONCURRENCY = 32
+
+
+class AwsBackend(Backend):
+    def __init__(self, settings: AwsSettings) -> None:
+        self.settings = settings
+        self.clients = AwsClients(settings)
+        self.staging = Staging(self.clients, settings.bucket)
+        self.parameters = Parameters(self.clients, settings.ssm_prefix)
+        self._wakeups: set[asyncio.Event] = set()
+        self._opened = False
+
+    async def open(self) -> None:
+        await self.clients.open()
+        self._opened = True
+
+    async def close(self) -> None:
+        self._opened = False
+        await self.clients.close()
+
+    @property
+    def _dynamodb(self) -> Any:
+        return self.clients.dynamodb
+
+    async def domain(self) -> str:
+        """The deployment's domain name, from Parameter Store."""
+        return await self.parameters.domain()
+
+    # records
+
+    async def get(self, ns: str, key: str) -> dict[str, Any] | None:
+        if ns == PRIVATE_KEYS:
+            return await self.parameters.get(key)
+        if not storable_key(key):
+            return None
+        response = await self._dynamodb.get_item(
+            TableName=table_for(self.settings, ns),
+            Key=key_of(ns, key),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return None if item is None else value_of(item)
+
+    async def put(
+        self, ns: str, key: str, value: dict[str, Any], *, only_new: bool = False
+    ) -> bool:
+        if ns == PRIVATE_KEYS:
+            return await self.parameters.put(key, value, only_new)
+        request: dict[str, Any] = {
+            "TableName": table_for(self.settings, ns),
+            "Item": item_of(ns, key, value),
+        }
+        if only_new:
+            request["ConditionExpression"] = "attribute_not_exists(pk)"
+        try:
+            await self._dynamodb.put_item(**request)
+        except ClientError as exc:
+            if only_new and error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def delete(self, ns: str, key: str) -> dict[str, Any] | None:
+        if ns == PRIVATE_KEYS:
+            return await self.parameters.delete(key)
+        if not storable_key(key):
+            return None
+        response = await self._dynamodb.delete_item(
+            TableName=table_for(self.settings, ns),
+            Key=key_of(ns, key),
+            ReturnValues="ALL_OLD",
+        )
+        old = response.get("Attributes")
+        return None if not old else value_of(old)
+
+    async def query(
+        self,
+        ns: str,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> list[Record]:
+        if ns == PRIVATE_KEYS:
+            return await self.parameters.query(prefix, after, limit, descending)
+        request: dict[str, Any] = {
+            "TableName": table_for(self.settings, ns),
+            "KeyConditionExpression": "pk = :ns",
+            "ExpressionAttributeValues": {":ns": {"S": ns}},
+            "ScanIndexForward": not descending,
+            "ConsistentRead": True,
+        }
+        if prefix:
+            request["KeyConditionExpression"] += " AND begins_with(sk, :prefix)"
+            request["ExpressionAttributeValues"][":prefix"] = {"S": prefix}
+        if after is not None and not after.startswith(prefix):
+            # DynamoDB refuses a start key outside the key condition. Outside the
+            # prefix, ``after`` is either before every match or after all of them.
+            if (after < prefix) == descending:
+                return []
+            after = None
+        if after:
+            request["ExclusiveStartKey"] = key_of(ns, after)
+        elif after == "" and descending:
+            return []
+        records: list[Record] = []
+        while len(records) < limit:
+            request["Limit"] = limit - len(records)
+            page = await self._dynamodb.query(**request)
+            records.extend(
+                Record(item["sk"]["S"], value_of(item)) for item in page["Items"]
+            )
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return records
+
+    async def increment(self, ns: str, key: str, name: str, delta: int = 1) -> int:
+        response = await self._dynamodb.update_item(
+            TableName=table_for(self.settings, ns),
+            Key=key_of(ns, key),
+            ReturnValues="ALL_NEW",
+            **add_update(name, delta),
+        )
+        return int(value_of(response["Attributes"])[name])
+
+    # blobs
+
+    async def put_blob(self, key: str, data: bytes, content_type: str) -> None:
+        await self.clients.s3.put_object(
+            Bucket=self.settings.bucket,
+            Key=media_key(key),
+            Body=data,
+            ContentType=content_type,
+        )
+
+    async def get_blob(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            response = await self.clients.s3.get_object(
+                Bucket=self.settings.bucket, Key=media_key(key)
+            )
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
+        async with response["Body"] as stream:
+            data: bytes = await stream.read()
+        return data, str(response.get("ContentType", "application/octet-stream"))
+
+    # tasks
+
+    async def submit(self, tasks: Sequence[Task]) -> int:
+        deliveries: dict[str, dict[str, Task]] = defaultdict(dict)
+        singles: dict[str, Task] = {}
+        for task in tasks:
+            activity = task.payload.get("activity")
+            if task.kind == "deliver" and isinstance(activity, str):
+                deliveries[activity].setdefault(task.id, task)
+            else:
+                singles.setdefault(task.id, task)
+        counts = await asyncio.gather(
+            *(self._stage_single(task) for task in singles.values()),
+            *(
+                self._stage_deliveries(activity, list(group.values()))
+                for activity, group in deliveries.items()
+            ),
+        )
+        count = sum(counts)
+        if count:
+            for wakeup in self._wakeups:
+                wakeup.set()
+        return count
+
+    async def _stage_single(self, task: Task) -> int:
+        if task.kind == "inbound":
+            key = inbound_key(task.id)
+        else:
+            key = task_key(task.kind, task.id)
+        return int(await self.staging.create(key, {"task": task_document(task)}))
+
+    async def _stage_deliveries(self, activity: str, tasks: list[Task]) -> int:
+        gate = asyncio.Semaphore(CLAIM_CONCURRENCY)
+
+        async def claim(task: Task) -> bool:
+            async with gate:
+                return await self._claim(task.id, activity)
+
+        won = await asyncio.gather(*(claim(task) for task in tasks))
+        claimed = [task for task, ok in zip(tasks, won, strict=True) if ok]
+        for start in range(0, len(claimed), DELIVERY_GROUP_SIZE):
+            group = claimed[start : start + DELIVERY_GROUP_SIZE]
+            key = delivery_key(activity, [task.id for task in group])
+            document = {
+                "activity": activity,
+                "tasks": [task_document(task) for task in group],
+            }
+            try:
+                await self.staging.create(key, document)
+            except BaseException:
+                # Unclaimed, they can be submitted again instead of being lost.
+                await self.release_claims([task.id for task in group])
+                raise
+        return len(claimed)
+
+    async def _claim(self, task_id: str, activity: str) -> bool:
+        item = item_of(CLAIMS, task_id, {"activity": activity})
+        item["expires"] = {"N": str(int(time.time() + CLAIM_SECONDS))}
+        try:
+            await self._dynamodb.put_item(
+                TableName=table_for(self.settings, CLAIMS),
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def release_claims(self, task_ids: Sequence[str]) -> None:
+        """Let these deliveries be submitted again (their workflow has settled)."""
+        table = table_for(self.settings, CLAIMS)
+        for start in range(0, len(task_ids), 25):
+            requests = [
+                {"DeleteRequest": {"Key": key_of(CLAIMS, task_id)}}
+                for task_id in task_ids[start : start + 25]
+            ]
+            pending: dict[str, Any] = {table: requests}
+            for attempt in range(8):
+                response = await self._dynamodb.batch_write_item(RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                await asyncio.sleep(0.05 * 2**attempt)
+            else:
+                # They expire on their own (CLAIM_SECONDS); until then, a repeat
+                # of these deliveries is taken for a duplicate.
+                log.warning("%d delivery claims were not released", len(requests))
+
+    async def run_tasks(
+        self,
+        runner: TaskRunner,
+        *,
+        stop: asyncio.Event,
+        concurrency: int = 16,
+        kinds: Collection[str] = (),
+    ) -> None:
+        """Drive staged work here, with the steps the AWS workflows run."""
+        from .driver import LocalDriver
+
+        if not self._opened:
+            raise RuntimeError("the AWS backend is not open")
+        wakeup = asyncio.Event()
+        self._wakeups.add(wakeup)
+        try:
+            driver = LocalDriver(self, runner, concurrency=concurrency, kinds=kinds)
+            await driver.run(stop, wakeup)
+        finally:
+            self._wakeups.discard(wakeup)

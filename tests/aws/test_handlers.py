@@ -1,0 +1,306 @@
+"""The Lambda handlers, run in-process on the events AWS delivers, against moto.
+
+Each handler runs as Lambda runs it: synchronously, in its own thread and
+event loop, with its settings read from ``MUMBLE_*`` variables at the first
+invocation. The stand-ins are moto for the AWS services and the test for
+Step Functions, which hands each step the previous step's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from mumble import Federation, Settings
+from mumble.backends import Task
+from mumble.backends.aws import AwsBackend, AwsSettings, handlers, steps
+from mumble.backends.aws.bucket import inbound_key
+from mumble.backends.aws.counts import apply_stream
+from mumble.backends.aws.events import MalformedEvent
+from mumble.backends.aws.handlers import Container
+from mumble.backends.aws.steps import Step
+
+from . import application
+from .samples import object_created, stream_record
+from .service import BUCKET, MotoService
+from .stream import stream_batches
+
+ORIGIN = "https://social.example"
+POST = f"{ORIGIN}/users/alice/posts/1"
+BOB = "https://remote.example/users/bob"
+
+
+@pytest.fixture
+def container(
+    moto_service: MotoService, aws_settings: AwsSettings
+) -> Iterator[Container]:
+    environ = moto_service.environ() | {
+        "MUMBLE_APPLICATION": "tests.aws.application:app"
+    }
+    c = Container(
+        environ,
+        configure=lambda origin: Settings(
+            origin=origin, backend="aws", allow_private_addresses=True
+        ),
+    )
+    yield c
+    c.close()
+
+
+async def invoke(container: Container, step: Step, event: Any) -> dict[str, Any]:
+    """One Lambda invocation, on its own thread as in a Lambda container."""
+    return await asyncio.to_thread(container.invoke, step, event)
+
+
+def inbound_task(activity: dict[str, Any]) -> Task:
+    key = activity["id"]
+    return Task(
+        id="inbound:" + hashlib.sha256(key.encode()).hexdigest(),
+        kind="inbound",
+        payload={
+            "activity": activity,
+            "recipient": None,
+            "actor": activity["actor"],
+            "key": key,
+            "received": time.time(),
+        },
+    )
+
+
+async def test_an_inbound_like_is_translated_and_counted_once(
+    backend: AwsBackend, container: Container
+) -> None:
+    await backend.put("objects", POST, {"object": {"id": POST}, "local": True})
+    like = {"id": f"{BOB}/likes/1", "type": "Like", "actor": BOB, "object": POST}
+    task = inbound_task(like)
+    assert await backend.submit([task]) == 1
+    key = inbound_key(task.id)
+    application.likes.clear()
+
+    result = await invoke(
+        container, steps.translate_inbound, object_created(BUCKET, key)
+    )
+
+    assert result["status"] == "done"
+    assert await backend.staging.read(key) is None
+    assert await backend.get("reactions", f"{POST} likes {BOB}") is not None
+    assert await backend.get("seen", like["id"]) is not None
+    assert application.likes == [BOB], "the application's handler ran"
+
+    [objects_batch] = [
+        batch
+        for batch in await stream_batches(backend.settings)
+        if any(
+            r["dynamodb"]["Keys"]["pk"]["S"] == "reactions" for r in batch["Records"]
+        )
+    ]
+    for _ in range(2):  # delivered twice, as streams may
+        outcome = await invoke(container, apply_stream, objects_batch)
+        assert outcome == {"batchItemFailures": []}
+        assert await backend.get("counts", POST) == {"likes": 1}
+
+
+async def test_a_dropped_inbound_activity_is_quarantined(
+    backend: AwsBackend, container: Container
+) -> None:
+    forged = {
+        "id": f"{BOB}/creates/1",
+        "type": "Create",
+        "actor": BOB,
+        "object": {"id": "https://elsewhere.example/notes/1", "type": "Note"},
+    }
+    task = inbound_task(forged)
+    await backend.submit([task])
+    key = inbound_key(task.id)
+
+    result = await invoke(
+        container, steps.translate_inbound, object_created(BUCKET, key)
+    )
+    assert result["status"] == "drop"
+    assert "origin" in result["reason"]
+    moved = await invoke(container, steps.quarantine, result)
+
+    assert moved["quarantined"] == f"quarantine/{key}"
+    assert await backend.staging.read(key) is None
+    kept = await backend.staging.read(moved["quarantined"])
+    assert kept is not None
+    assert kept["reason"] == result["reason"]
+    assert kept["staged"]["task"]["payload"]["activity"] == forged
+
+
+async def test_the_lambda_entry_point_reads_its_settings_on_first_use(
+    backend: AwsBackend, moto_service: MotoService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delete = {
+        "id": f"{BOB}/deletes/1",
+        "type": "Delete",
+        "actor": BOB,
+        "object": f"{BOB}/notes/9",
+    }
+    task = inbound_task(delete)
+    await backend.submit([task])
+    for name, value in moto_service.environ().items():
+        monkeypatch.setenv(name, value)
+    try:
+        result = await asyncio.to_thread(
+            handlers.translate_inbound,
+            object_created(BUCKET, inbound_key(task.id)),
+            None,
+        )
+    finally:
+        await asyncio.to_thread(handlers.close_container)
+    assert result["status"] == "done"
+    assert await backend.get("seen", delete["id"]) is not None
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({}, "no bucket"),
+        ([1, 2], "not a JSON object"),
+        ({"bucket": "another-bucket", "key": "inbound/x.json"}, "another-bucket"),
+        ({"bucket": BUCKET, "key": "media/x.png"}, "not staged work"),
+        ({"bucket": BUCKET, "key": "inbound/x.json", "attempts": -1}, "attempts"),
+        ({"source": "aws.ec2", "detail-type": "Object Created"}, "not S3"),
+        ({"source": "aws.s3", "detail-type": "Object Created", "detail": 3}, "bucket"),
+    ],
+)
+async def test_malformed_events_are_refused_and_change_nothing(
+    backend: AwsBackend, container: Container, event: Any, message: str
+) -> None:
+    task = inbound_task(
+        {"id": f"{BOB}/likes/2", "type": "Like", "actor": BOB, "object": POST}
+    )
+    await backend.submit([task])
+    with pytest.raises(MalformedEvent, match=message) as caught:
+        await invoke(container, steps.translate_inbound, event)
+    assert caught.value.status == 400
+    assert await backend.staging.read(inbound_key(task.id)) is not None
+
+
+async def test_an_unreadable_staged_object_is_dropped_not_run(
+    backend: AwsBackend, container: Container
+) -> None:
+    key = "inbound/garbage.json"
+    await backend.clients.s3.put_object(Bucket=BUCKET, Key=key, Body=b"not json")
+    result = await invoke(
+        container, steps.translate_inbound, object_created(BUCKET, key)
+    )
+    assert result["status"] == "drop"
+    moved = await invoke(container, steps.quarantine, result)
+    kept = await backend.staging.read(moved["quarantined"])
+    assert kept is not None and kept["staged"] == "not json"
+
+
+async def test_bad_stream_records_are_reported_and_the_rest_applied(
+    backend: AwsBackend, container: Container
+) -> None:
+    await backend.put("followers", f"alice {BOB}", {"actor": BOB})
+    [users_batch] = [
+        b
+        for b in await stream_batches(backend.settings)
+        if b["Records"][0]["dynamodb"]["Keys"]["pk"]["S"] == "followers"
+    ]
+    keys = {"pk": {"S": "followers"}, "sk": {"S": "alice https://x.example/u"}}
+    no_images = stream_record("e-2", "900002", "MODIFY", keys)
+    no_keys = stream_record("e-3", "900003", "INSERT", {}, new={"value": {"S": "{}"}})
+    not_json = stream_record("e-4", "900004", "INSERT", keys, new={"value": {"S": "{"}})
+    batch = {"Records": [*users_batch["Records"], no_images, no_keys, not_json, "x"]}
+
+    outcome = await invoke(container, apply_stream, batch)
+
+    assert outcome["batchItemFailures"] == [
+        {"itemIdentifier": "900002"},
+        {"itemIdentifier": "900003"},
+        {"itemIdentifier": "900004"},
+        {"itemIdentifier": ""},
+    ]
+    assert await backend.get("counts", "alice") == {"followers": 1}
+    with pytest.raises(MalformedEvent, match="stream batch"):
+        await invoke(container, apply_stream, {"Records": "none"})
+
+
+class Inboxes:
+    """Remote inboxes on 127.0.0.1: one accepts, one is gone."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, Any], str]] = []
+
+    async def accept(self, request: web.Request) -> web.Response:
+        self.received.append((await request.json(), request.headers["Signature"]))
+        return web.Response(status=202)
+
+    async def gone(self, request: web.Request) -> web.Response:
+        return web.Response(status=410)
+
+
+@pytest.fixture
+async def inboxes() -> AsyncIterator[tuple[Inboxes, str]]:
+    remote = Inboxes()
+    app = web.Application()
+    app.router.add_post("/ok/inbox", remote.accept)
+    app.router.add_post("/gone/inbox", remote.gone)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield remote, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def test_a_staged_delivery_is_expanded_pushed_and_settled(
+    backend: AwsBackend, container: Container, inboxes: tuple[Inboxes, str]
+) -> None:
+    remote, base = inboxes
+    ok, gone = f"{base}/ok/inbox", f"{base}/gone/inbox"
+    fed = Federation(Settings(origin=ORIGIN, backend="aws"), backend)
+    await fed.users.create("alice")
+    activity = {
+        "id": f"{ORIGIN}/users/alice/activities/1",
+        "type": "Create",
+        "actor": f"{ORIGIN}/users/alice",
+        "object": {"id": POST, "type": "Note", "content": "hi"},
+    }
+    assert await fed.delivery.send("alice", activity, [ok, gone]) == 2
+    [key] = await backend.staging.keys("outbound/deliver/")
+
+    expanded = await invoke(container, steps.expand, object_created(BUCKET, key))
+    assert sorted(i["inbox"] for i in expanded["inboxes"]) == [gone, ok]
+    pushed = {
+        item["inbox"]: await invoke(container, steps.push, item)
+        for item in expanded["inboxes"]
+    }
+    assert pushed[ok]["status"] == "done"
+    assert pushed[gone]["status"] == "drop"
+    [(body, signature)] = remote.received
+    assert body["id"] == activity["id"]
+    assert f'keyId="{ORIGIN}/users/alice#main-key"' in signature
+
+    # What the Map's Delivered and Failed states make of the two outcomes.
+    results = [
+        {"id": pushed[ok]["task"]["id"], "inbox": ok, "status": "done"},
+        {
+            "id": pushed[gone]["task"]["id"],
+            "inbox": gone,
+            "status": "failed",
+            "error": "Mumble.PermanentDeliveryError",
+            "cause": pushed[gone]["reason"],
+        },
+    ]
+    settled = await invoke(
+        container,
+        steps.settle,
+        {"bucket": BUCKET, "key": key, "reason": "", "results": results},
+    )
+    assert (settled["delivered"], settled["failed"]) == (1, 1)
+    assert await backend.staging.read(key) is None
+    kept = await backend.staging.read(settled["quarantined"])
+    assert kept is not None and kept["failures"] == results[1:]
+    # Settled, the deliveries may be submitted again.
+    assert await fed.delivery.send("alice", activity, [ok, gone]) == 2
+    await fed.fetcher.close()
