@@ -15,11 +15,11 @@ from aiohttp import web
 
 from .backends import Record
 from .collections import collection_document
-from .errors import BadRequest, Unauthorized, UnsupportedMediaType
+from .errors import BadRequest, UnsupportedMediaType
 from .inbox import INBOX_TYPES
 from .jsonld import id_of, parse_json, types_of
 from .posts import OBJECT_TYPES
-from .web_base import count, json_response, page_param, user_or_404
+from .web_base import count, json_response, owner_or_401, page_param, user_or_404
 from .webfinger import resolve
 
 
@@ -43,18 +43,8 @@ async def handle_outbox(request: web.Request) -> web.StreamResponse:
     return json_response(doc)
 
 
-def _bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the outbox needs the owner's bearer token")
-    return token.strip()
-
-
 async def handle_post_to_outbox(request: web.Request) -> web.StreamResponse:
-    fed, user = await user_or_404(request)
-    if not await fed.auth.is_owner(user.username, _bearer(request)):
-        raise Unauthorized("the token is not the owner's")
+    fed, user = await owner_or_401(request)
     media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     if media not in INBOX_TYPES:
         raise UnsupportedMediaType("the outbox takes application/activity+json")

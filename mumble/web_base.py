@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NotFound, Unauthorized
 from .federation import Federation
 from .negotiation import ACTIVITY_JSON
 from .users import LocalUser
@@ -32,6 +32,17 @@ async def user_or_404(request: web.Request) -> tuple[Federation, LocalUser]:
     user = await fed.users.get(request.match_info["username"])
     if user is None:
         raise NotFound("no such user")
+    return fed, user
+
+
+async def owner_or_401(request: web.Request) -> tuple[Federation, LocalUser]:
+    """The user of the path, when the bearer token proves the caller owns it."""
+    fed, user = await user_or_404(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("this needs the owner's bearer token")
+    if not await fed.auth.is_owner(user.username, token.strip()):
+        raise Unauthorized("the token is not the owner's")
     return fed, user
 
 

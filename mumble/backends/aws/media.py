@@ -16,7 +16,6 @@ any other key under ``keyPrefix`` is accepted too.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -27,8 +26,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from ...errors import BadRequest, Unauthorized, UnsupportedMediaType
-from ...web_base import json_response, user_or_404
+from ...errors import BadRequest, UnsupportedMediaType
+from ...jsonld import parse_json
+from ...web_base import json_response, owner_or_401
 
 log = logging.getLogger("mumble.aws.media")
 
@@ -165,22 +165,10 @@ class MediaUploads:
 MEDIA_UPLOADS = web.AppKey("media_uploads", MediaUploads)
 
 
-def _bearer(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("uploads need the owner's bearer token")
-    return token.strip()
-
-
 async def handle_presign(request: web.Request) -> web.StreamResponse:
     """Answer the owner with a presigned upload form, as JSON."""
-    fed, user = await user_or_404(request)
-    if not await fed.auth.is_owner(user.username, _bearer(request)):
-        raise Unauthorized("the token is not the owner's")
-    try:
-        doc = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("the body is not JSON") from exc
+    _fed, user = await owner_or_401(request)
+    doc = parse_json(await request.read())
     media_type = doc.get("mediaType") if isinstance(doc, dict) else None
     if not isinstance(media_type, str):
         raise BadRequest('the body needs a "mediaType"')
