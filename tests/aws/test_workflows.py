@@ -61,6 +61,29 @@ def test_definitions_call_only_the_given_functions() -> None:
     assert resources == set(FUNCTIONS.values())
 
 
+def _tasks(states: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for state in states.values():
+        if state["Type"] == "Task":
+            found.append(state)
+        for branch in state.get("Branches", []):
+            found += _tasks(branch["States"])
+        if "ItemProcessor" in state:
+            found += _tasks(state["ItemProcessor"]["States"])
+    return found
+
+
+def test_every_step_and_every_execution_has_a_timeout() -> None:
+    for name, machine in state_machines(FUNCTIONS).items():
+        assert 0 < machine["TimeoutSeconds"] <= 7 * 86400, name
+        tasks = _tasks(machine["States"])
+        assert tasks, name
+        for task in tasks:
+            assert 0 < task["TimeoutSeconds"] <= 900, (name, task["Resource"])
+            retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
+            assert "States.Timeout" in retried, (name, task["Resource"])
+
+
 def test_handlers_of_every_step_exist() -> None:
     from mumble.backends.aws import handlers
 

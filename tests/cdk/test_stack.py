@@ -607,6 +607,13 @@ def test_functions_run_the_packages_handlers(prod: Template) -> None:
     } == package.STEP_HANDLERS
 
 
+def test_step_functions_may_run_as_long_as_their_tasks_allow(prod: Template) -> None:
+    by_handler = functions_by_handler(prod)
+    for step, seconds in workflows.STEP_TIMEOUTS.items():
+        function = properties(prod, by_handler[package.STEP_HANDLERS[step]])
+        assert function["Timeout"] == seconds, step
+
+
 def stand_in(value: Any) -> str:
     """A token as a string the settings can hold: ``{Logical}``, ``{Name.Attr}``."""
     return value if isinstance(value, str) else render(value)

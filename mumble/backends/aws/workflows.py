@@ -70,7 +70,20 @@ LAMBDA_ERRORS = (
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "States.Timeout",
 )
+#: How long each step may run: pushes wait at most for one remote server,
+#: the others for storage and, when translating, a few signed fetches.
+STEP_TIMEOUTS = {
+    "translate_inbound": 120,
+    "translate_outbound": 120,
+    "expand": 300,
+    "push": 60,
+    "settle": 120,
+    "quarantine": 60,
+}
+#: How long a whole execution may run: retries with waits last days.
+EXECUTION_TIMEOUTS = {"inbound": 4 * 86400, "outbound": 4 * 86400, "deliver": 4 * 86400}
 DEFAULT_MAX_CONCURRENCY = 16
 
 
@@ -110,10 +123,13 @@ def handler_names() -> dict[str, str]:
     return {name: f"{HANDLERS_MODULE}.{name}" for name in (*STEP_NAMES, STATISTICS)}
 
 
-def _task(arn: str, next_state: str | None = None, **fields: Any) -> dict[str, Any]:
+def _task(
+    arn: str, step: str, next_state: str | None = None, **fields: Any
+) -> dict[str, Any]:
     state: dict[str, Any] = {
         "Type": "Task",
         "Resource": arn,
+        "TimeoutSeconds": STEP_TIMEOUTS[step],
         "Retry": [LAMBDA_RETRY.retrier(LAMBDA_ERRORS)],
         **fields,
     }
@@ -142,7 +158,7 @@ def _translating(workflow: str, step_arn: str, quarantine_arn: str) -> dict[str,
         "StartAt": "Locate",
         "States": {
             "Locate": _LOCATE,
-            "Translate": _task(step_arn, "Decide"),
+            "Translate": _task(step_arn, f"translate_{workflow}", "Decide"),
             "Decide": {
                 "Type": "Choice",
                 "Choices": [
@@ -164,7 +180,7 @@ def _translating(workflow: str, step_arn: str, quarantine_arn: str) -> dict[str,
                 "SecondsPath": "$.wait_seconds",
                 "Next": "Translate",
             },
-            "Quarantine": _task(quarantine_arn, "Quarantined"),
+            "Quarantine": _task(quarantine_arn, "quarantine", "Quarantined"),
             "Quarantined": {"Type": "Succeed"},
             "Done": {"Type": "Succeed"},
         },
@@ -177,7 +193,7 @@ def _delivering(
     attempt_branch = {
         "StartAt": "Push",
         "States": {
-            "Push": _task(functions["push"], "Outcome"),
+            "Push": _task(functions["push"], "push", "Outcome"),
             "Outcome": {
                 "Type": "Choice",
                 "Choices": [
@@ -250,7 +266,7 @@ def _delivering(
         "StartAt": "Locate",
         "States": {
             "Locate": _LOCATE | {"Next": "Expand"},
-            "Expand": _task(functions["expand"], "Deliver"),
+            "Expand": _task(functions["expand"], "expand", "Deliver"),
             "Deliver": {
                 "Type": "Map",
                 "ItemsPath": "$.inboxes",
@@ -265,6 +281,7 @@ def _delivering(
             },
             "Settle": _task(
                 functions["settle"],
+                "settle",
                 Parameters={
                     "bucket.$": "$.bucket",
                     "key.$": "$.key",
@@ -288,7 +305,7 @@ def state_machines(
         raise ValueError(f"no Lambda function for step {', '.join(missing)}")
     if max_concurrency < 1:
         raise ValueError("max_concurrency must be at least 1")
-    return {
+    machines = {
         "inbound": _translating(
             "inbound", functions["translate_inbound"], functions["quarantine"]
         ),
@@ -297,6 +314,9 @@ def state_machines(
         ),
         "deliver": _delivering(functions, delivery_retry, max_concurrency),
     }
+    for name, definition in machines.items():
+        definition["TimeoutSeconds"] = EXECUTION_TIMEOUTS[name]
+    return machines
 
 
 def event_patterns(bucket: str | None = None) -> dict[str, dict[str, Any]]:
