@@ -72,6 +72,18 @@ async def test_private_keys_are_secure_parameters_not_records(
     assert await backend.get("private-keys", "../domain") is None
 
 
+async def test_the_origin_is_the_configured_one_or_the_domain_parameter(
+    backend: AwsBackend,
+) -> None:
+    assert await backend.origin() == "https://social.example"
+    assert await backend.origin("") == "https://social.example"
+    assert await backend.origin("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    await backend.clients.ssm.put_parameter(
+        Name=f"{SSM_PREFIX}/domain", Value="http://127.0.0.1:8080", Overwrite=True
+    )
+    assert await backend.origin() == "http://127.0.0.1:8080"
+
+
 async def test_blobs_are_objects_under_media(backend: AwsBackend) -> None:
     await backend.put_blob("alice/a.png", b"\x89PNG", "image/png")
     stored = await backend.clients.s3.head_object(

@@ -42,14 +42,11 @@ def container(
     moto_service: MotoService, aws_settings: AwsSettings
 ) -> Iterator[Container]:
     environ = moto_service.environ() | {
-        "MUMBLE_APPLICATION": "tests.aws.application:app"
+        "MUMBLE_APPLICATION": "tests.aws.application:app",
+        # The remote inboxes of these tests are on 127.0.0.1.
+        "MUMBLE_ALLOW_PRIVATE_ADDRESSES": "1",
     }
-    c = Container(
-        environ,
-        configure=lambda origin: Settings(
-            origin=origin, backend="aws", allow_private_addresses=True
-        ),
-    )
+    c = Container(environ)
     yield c
     c.close()
 
@@ -303,4 +300,60 @@ async def test_a_staged_delivery_is_expanded_pushed_and_settled(
     assert kept is not None and kept["failures"] == results[1:]
     # Settled, the deliveries may be submitted again.
     assert await fed.delivery.send("alice", activity, [ok, gone]) == 2
+    await fed.fetcher.close()
+
+
+async def test_the_settings_of_tasks_come_from_the_environment(
+    backend: AwsBackend, moto_service: MotoService
+) -> None:
+    deployed = Container(moto_service.environ())
+    local = Container(
+        moto_service.environ()
+        | {
+            "MUMBLE_ORIGIN": "http://127.0.0.1:8080",
+            "MUMBLE_ALLOW_PRIVATE_ADDRESSES": "true",
+        }
+    )
+    try:
+        settings = await deployed.settings()
+        assert (settings.origin, settings.backend) == (ORIGIN, "aws")
+        assert settings.allow_private_addresses is False
+        settings = await local.settings()
+        assert settings.origin == "http://127.0.0.1:8080"
+        assert settings.allow_private_addresses is True
+    finally:
+        await deployed.aclose()
+        await local.aclose()
+
+
+async def test_private_addresses_are_reached_only_when_the_environment_allows(
+    backend: AwsBackend, moto_service: MotoService, inboxes: tuple[Inboxes, str]
+) -> None:
+    remote, base = inboxes
+    fed = Federation(Settings(origin=ORIGIN, backend="aws"), backend)
+    await fed.users.create("alice")
+    activity = {
+        "id": f"{ORIGIN}/users/alice/activities/2",
+        "type": "Create",
+        "actor": f"{ORIGIN}/users/alice",
+        "object": {"id": POST, "type": "Note", "content": "hi"},
+    }
+    await fed.delivery.send("alice", activity, [f"{base}/ok/inbox"])
+    [key] = await backend.staging.keys("outbound/deliver/")
+    for flag, status in (("", "retry"), ("1", "done")):
+        container = Container(
+            moto_service.environ() | {"MUMBLE_ALLOW_PRIVATE_ADDRESSES": flag}
+        )
+        try:
+            expanded = await invoke(
+                container, steps.expand, object_created(BUCKET, key)
+            )
+            [item] = expanded["inboxes"]
+            pushed = await invoke(container, steps.push, item)
+        finally:
+            await asyncio.to_thread(container.close)
+        assert pushed["status"] == status, pushed
+        if status == "retry":
+            assert "not a public address" in pushed["reason"]
+        assert len(remote.received) == (status == "done")
     await fed.fetcher.close()

@@ -56,6 +56,30 @@ def test_every_missing_variable_is_named() -> None:
     assert "MUMBLE_BUCKET" not in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        (None, False),
+        ("", False),
+        ("0", False),
+        ("false", False),
+        ("yes", False),
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+    ],
+)
+def test_private_addresses_are_allowed_only_when_asked_for(
+    value: str | None, allowed: bool
+) -> None:
+    environ = (
+        ENVIRON
+        if value is None
+        else ENVIRON | {"MUMBLE_ALLOW_PRIVATE_ADDRESSES": value}
+    )
+    assert AwsSettings.from_environ(environ).allow_private_addresses is allowed
+
+
 def test_bad_numbers_are_a_configuration_error() -> None:
     with pytest.raises(AwsConfigurationError):
         AwsSettings.from_environ(ENVIRON | {"MUMBLE_AWS_MAX_ATTEMPTS": "many"})

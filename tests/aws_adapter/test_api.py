@@ -17,8 +17,10 @@ import pytest
 
 from mumble import Federation, Settings
 from mumble.backends.aws import api
-from mumble.backends.aws.api import ApiFunction, ApiSettings
+from mumble.backends.aws.api import ApiFunction, ApiSettings, build_adapter
+from mumble.backends.aws.handlers import Container
 from mumble.backends.aws.settings import AwsConfigurationError, AwsSettings
+from mumble.web_base import FEDERATION
 from tests.aws_adapter.conftest import (
     API_DOMAIN,
     MOTO_CREDENTIALS,
@@ -310,3 +312,41 @@ def test_the_lambda_handler_builds_once_per_container(
     finally:
         api._function().close()
         api._function.cache_clear()
+
+
+@needs_aws
+async def test_the_api_and_the_workflows_mint_the_same_ids(
+    deployment: Deployment,
+) -> None:
+    """Given one environment, both build the same origin and address policy."""
+    import boto3
+
+    local = {
+        "MUMBLE_ORIGIN": "http://127.0.0.1:8080",
+        "MUMBLE_ALLOW_PRIVATE_ADDRESSES": "1",
+    }
+    cases = [
+        ({}, None, "https://social.example", False),
+        (local, None, "http://127.0.0.1:8080", True),
+        # A domain parameter written with its scheme is taken as it is.
+        ({}, "http://127.0.0.1:9090", "http://127.0.0.1:9090", False),
+    ]
+    ssm = boto3.client("ssm", endpoint_url=deployment.endpoint, **MOTO_CREDENTIALS)
+    for extra, domain, origin, private in cases:
+        environ = deployment.environ | extra
+        if domain is not None:
+            ssm.put_parameter(
+                Name=f"{environ['MUMBLE_SSM_PREFIX']}/domain",
+                Value=domain,
+                Overwrite=True,
+            )
+        adapter = await build_adapter(environ)
+        container = Container(environ)
+        try:
+            served = adapter.app[FEDERATION].settings
+            run = await container.settings()
+        finally:
+            await adapter.close()
+            await container.aclose()
+        assert (served.origin, served.allow_private_addresses) == (origin, private)
+        assert (run.origin, run.allow_private_addresses) == (origin, private)

@@ -634,6 +634,9 @@ def test_function_environment_is_what_the_backend_reads(prod: Template) -> None:
         assert settings.user_table.startswith("{UserTable")
         assert settings.ssm_prefix == "/mumble/prod"
         assert settings.endpoint_url is None
+        assert settings.allow_private_addresses is False  # tests and local runs
+        # Every function mints ids on the domain parameter, the same for all.
+        assert "MUMBLE_ORIGIN" not in variables
         assert set(settings.state_machines) == set(workflows.WORKFLOW_NAMES)
         if handler == package.API_HANDLER:
             api = ApiSettings.from_environ(environ, settings)

@@ -16,6 +16,10 @@ What the tests (``tests/aws``, with ``MUMBLE_TEST_AWS=moto``) prove, and how:
   stub Lambda functions; S3 to EventBridge routing through moto too.
 * Throttling, server errors and lost races: injected as AWS's answers at
   botocore's ``before-send`` event, and real concurrent writes.
+* The whole path, with a real Fedify peer (``tests/aws_e2e``): HTTP requests
+  become API Gateway's payload 2.0 events for the API function's entry
+  point; staged work runs through the local driver with the handlers'
+  container; the statistics handler counts from the tables' streams.
 
 Not proven here: IAM, Lambda packaging and limits, and how DynamoDB, S3
 and Step Functions behave under real load (moto serializes little and

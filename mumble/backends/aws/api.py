@@ -139,11 +139,14 @@ async def build_adapter(environ: Mapping[str, str]) -> LambdaAdapter:
     api = ApiSettings.from_environ(environ, aws)
     backend = AwsBackend(aws)
     try:
-        origin = api.origin
-        if origin is None:
+        if api.origin is None:
             await backend.open()
-            origin = f"https://{await backend.domain()}"
-        settings = Settings(origin=origin, backend="aws")
+        origin = await backend.origin(api.origin)
+        settings = Settings(
+            origin=origin,
+            backend="aws",
+            allow_private_addresses=aws.allow_private_addresses,
+        )
         cognito = api.cognito()
         application = Mumble(
             settings, backend=backend, auth=lambda _fed: CognitoAuth(cognito)

@@ -81,6 +81,17 @@ class AwsBackend(Backend):
         """The deployment's domain name, from Parameter Store."""
         return await self.parameters.domain()
 
+    async def origin(self, configured: str | None = None) -> str:
+        """The origin every id is minted on, the same for every function.
+
+        ``configured`` is ``MUMBLE_ORIGIN``; unset, it is ``https://`` and the
+        domain name in Parameter Store (taken as it is if it has a scheme).
+        """
+        if configured:
+            return configured
+        domain = await self.domain()
+        return domain if "://" in domain else f"https://{domain}"
+
     # records
 
     async def get(self, ns: str, key: str) -> dict[str, Any] | None:

@@ -6,10 +6,12 @@ at the first invocation of a Lambda container, read the settings from the
 environment, open the backend's clients and keep them, with the event loop
 they belong to, for the container's next invocations. The origin is
 ``MUMBLE_ORIGIN`` or else ``https://`` and the domain name in Parameter
-Store, read once. A :class:`~mumble.federation.Federation`,
-whose caches (users, remote actors, host health) would otherwise carry one
-invocation's findings into the next, is built per invocation and only when
-a step runs a task; its HTTP session is closed when the invocation ends.
+Store, read once, by the same rule as the API function
+(:meth:`~.backend.AwsBackend.origin`): both must mint the same ids. A
+:class:`~mumble.federation.Federation`, whose caches (users, remote actors,
+host health) would otherwise carry one invocation's findings into the next,
+is built only when a step runs a task, for that task; its HTTP session is
+closed when the task ends.
 
 Handlers take what AWS delivers: Step Functions task input, S3 "Object
 Created" through EventBridge (for a translate step wired straight to a
@@ -50,18 +52,19 @@ log = logging.getLogger("mumble.aws.handlers")
 LambdaHandler = Callable[[Any, Any], dict[str, Any]]
 
 
-def _default_settings(origin: str) -> Settings:
-    return Settings(origin=origin, backend="aws")
-
-
 class Container:
-    """What one Lambda container keeps between invocations, built on first use."""
+    """What one Lambda container keeps between invocations, built on first use.
+
+    ``configure`` makes the framework's settings from the origin; by default
+    they are the AWS backend's, private addresses allowed only when
+    ``MUMBLE_ALLOW_PRIVATE_ADDRESSES`` says so.
+    """
 
     def __init__(
         self,
         environ: Mapping[str, str],
         *,
-        configure: Callable[[str], Settings] = _default_settings,
+        configure: Callable[[str], Settings] | None = None,
     ) -> None:
         self.environ = dict(environ)
         self.configure = configure
@@ -78,22 +81,25 @@ class Container:
 
     async def run(self, step: Step, event: Any) -> dict[str, Any]:
         backend = await self.backend()
-        federation: Federation | None = None
-
-        async def runner(task: Task) -> TaskOutcome:
-            nonlocal federation
-            if federation is None:
-                federation = await self._federation(backend)
-            return await federation.run_task(task)
-
         try:
-            return await step(StepContext(backend, runner), event)
+            return await step(StepContext(backend, self.run_task), event)
         except MalformedEvent as exc:
             log.warning("refused a %s event: %s", step.__name__, exc.message)
             raise
+
+    async def run_task(self, task: Task) -> TaskOutcome:
+        """Run one task, as a step does: on a federation built for it alone.
+
+        This is the runner every step of an invocation is given; the local
+        driver (:meth:`AwsBackend.run_tasks`) can be given it too, so that
+        staged work runs here exactly as in the workflows' functions.
+        """
+        backend = await self.backend()
+        federation = await self._federation(backend)
+        try:
+            return await federation.run_task(task)
         finally:
-            if federation is not None:
-                await federation.fetcher.close()
+            await federation.fetcher.close()
 
     async def backend(self) -> AwsBackend:
         if self._backend is None:
@@ -104,18 +110,23 @@ class Container:
             self._backend = backend
         return self._backend
 
+    async def settings(self) -> Settings:
+        """The framework's settings of this container's tasks."""
+        backend = await self.backend()
+        if self._origin is None:
+            self._origin = await backend.origin(self.environ.get(PREFIX + "ORIGIN"))
+        if self.configure is not None:
+            return self.configure(self._origin)
+        return Settings(
+            origin=self._origin,
+            backend="aws",
+            allow_private_addresses=backend.settings.allow_private_addresses,
+        )
+
     async def _federation(self, backend: AwsBackend) -> Federation:
         from ...federation import Federation
 
-        if self._origin is None:
-            origin = self.environ.get(PREFIX + "ORIGIN", "")
-            if not origin:
-                domain = await backend.domain()
-                origin = domain if "://" in domain else f"https://{domain}"
-            self._origin = origin
-        return Federation(
-            self.configure(self._origin), backend, self._application_handlers()
-        )
+        return Federation(await self.settings(), backend, self._application_handlers())
 
     def _application_handlers(self) -> Mapping[str, Sequence[Handler]]:
         if self._activity_handlers is None:
@@ -133,13 +144,17 @@ class Container:
             self._activity_handlers = application.handlers
         return self._activity_handlers
 
+    async def aclose(self) -> None:
+        """Close the clients, on the loop that opened them (for tests)."""
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            await backend.close()
+
     def close(self) -> None:
         """Close the clients and the loop (for tests; Lambda just freezes)."""
         if self._loop is None:
             return
-        if self._backend is not None:
-            self._loop.run_until_complete(self._backend.close())
-            self._backend = None
+        self._loop.run_until_complete(self.aclose())
         self._loop.close()
         self._loop = None
 

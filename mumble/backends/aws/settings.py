@@ -4,20 +4,23 @@ Nothing is read from the environment until :meth:`AwsSettings.from_environ`
 is called, by a factory (``create_backend``, a Lambda handler), never at
 import. Every variable is prefixed ``MUMBLE_``:
 
-=================================  ==========================================
-``MUMBLE_AWS_REGION``              region; falls back to ``AWS_REGION``, which
-                                   Lambda sets
-``MUMBLE_AWS_ENDPOINT_URL``        one endpoint for every service (tests point
-                                   it at moto); unset in production
-``MUMBLE_BUCKET``                  the bucket for media and staged work
-``MUMBLE_USER_TABLE``              the DynamoDB table of user namespaces
-``MUMBLE_OBJECT_TABLE``            the DynamoDB table of everything else
-``MUMBLE_SSM_PREFIX``              Parameter Store path, default ``/mumble``
-``MUMBLE_STATE_MACHINE_<NAME>``    the ARN of workflow ``<name>`` (upper case)
-``MUMBLE_AWS_MAX_ATTEMPTS``        attempts per AWS call, retries included
-``MUMBLE_AWS_RETRY_MODE``          botocore retry mode: standard or adaptive
-``MUMBLE_POLL_SECONDS``            how often the local driver lists staged work
-=================================  ==========================================
+==================================  ==========================================
+``MUMBLE_AWS_REGION``               region; falls back to ``AWS_REGION``, which
+                                    Lambda sets
+``MUMBLE_AWS_ENDPOINT_URL``         one endpoint for every service (tests point
+                                    it at moto); unset in production
+``MUMBLE_BUCKET``                   the bucket for media and staged work
+``MUMBLE_USER_TABLE``               the DynamoDB table of user namespaces
+``MUMBLE_OBJECT_TABLE``             the DynamoDB table of everything else
+``MUMBLE_SSM_PREFIX``               Parameter Store path, default ``/mumble``
+``MUMBLE_STATE_MACHINE_<NAME>``     the ARN of workflow ``<name>`` (upper case)
+``MUMBLE_AWS_MAX_ATTEMPTS``         attempts per AWS call, retries included
+``MUMBLE_AWS_RETRY_MODE``           botocore retry mode: standard or adaptive
+``MUMBLE_POLL_SECONDS``             how often the local driver lists staged work
+``MUMBLE_ALLOW_PRIVATE_ADDRESSES``  ``1`` or ``true``: fetch from and deliver to
+                                    loopback and private addresses; for tests
+                                    and local runs; never in a deployment
+==================================  ==========================================
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class AwsSettings:
     max_attempts: int = 8
     retry_mode: str = "standard"
     poll_seconds: float = 1.0
+    allow_private_addresses: bool = False
 
     def __post_init__(self) -> None:
         # Parameter names are joined as prefix + "/...": one leading slash, none
@@ -104,4 +108,12 @@ class AwsSettings:
             max_attempts=max_attempts,
             retry_mode=environ.get(PREFIX + "AWS_RETRY_MODE", "standard"),
             poll_seconds=poll_seconds,
+            allow_private_addresses=_flag(
+                environ.get(PREFIX + "ALLOW_PRIVATE_ADDRESSES", "")
+            ),
         )
+
+
+def _flag(value: str) -> bool:
+    """``1`` or ``true`` (any case) is on; anything else, unset included, is off."""
+    return value.strip().lower() in ("1", "true")
