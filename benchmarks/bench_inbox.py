@@ -6,7 +6,12 @@ the same concurrency. The sender's key is fetched once and then cached, as
 it is for a peer that delivers often. Goal: Mumble accepts at least a
 quarter of the no-op rate.
 
-    python -m benchmarks.bench_inbox [--requests 3000] [--concurrency 32]
+    python -m benchmarks.bench_inbox [--rounds 5] [--round-size 1000]
+
+The servers take turns, round by round, and the medians are reported: on a
+machine whose speed wanders, both then see the same machine. Besides the
+rates, the servers' own CPU time per request is reported, which the
+sender's share of the cores does not blur.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import statistics
+import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -117,75 +126,102 @@ async def fire(
         return time.perf_counter() - started, statuses
 
 
-async def measure(
-    mode_args: list[str],
-    url: str,
-    health: str,
-    requests: list[tuple[bytes, dict[str, str]]],
-    warmup: int,
-    concurrency: int,
-) -> tuple[float, dict[int, int]]:
-    proc = start(*mode_args)
-    try:
-        await wait_http(health)
-        await fire(requests[:warmup], url, concurrency)
-        return await fire(requests[warmup:], url, concurrency)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    """One server under test, and what its rounds measured."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    requests: list[tuple[bytes, dict[str, str]]]
+    rates: list[float] = field(default_factory=list)
+    cpu_per_request: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    async def round(self, size: int, concurrency: int) -> None:
+        batch, self.requests = self.requests[:size], self.requests[size:]
+        cpu = cpu_seconds(self.proc.pid)
+        elapsed, statuses = await fire(batch, self.url, concurrency)
+        self.cpu_per_request.append((cpu_seconds(self.proc.pid) - cpu) / len(batch))
+        self.rates.append(statuses.get(202, 0) / elapsed)
+        for status, count in statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + count
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--round-size", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
     key = generate_private_key()
     runner, remote = await actor_server(public_key_pem(key))
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            port = unused_port()
+    total = args.rounds * args.round_size + args.warmup
+    servers: list[Server] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            port, noop_port = unused_port(), unused_port()
             origin = f"http://127.0.0.1:{port}"
+            noop = f"http://127.0.0.1:{noop_port}"
             await create_user(origin, Path(tmp))
-            total = args.requests + args.warmup
-            mumble_requests = signed_requests(total, f"{origin}/inbox", remote, key)
-            mumble_time, mumble_status = await measure(
-                ["mumble", "--port", str(port), "--origin", origin, "--data", tmp],
-                f"{origin}/inbox",
-                f"{origin}/.well-known/nodeinfo",
-                mumble_requests,
-                args.warmup,
-                args.concurrency,
-            )
+            servers = [
+                Server(
+                    "mumble",
+                    f"{origin}/inbox",
+                    start(
+                        "mumble", "--port", str(port), "--origin", origin, "--data", tmp
+                    ),
+                    signed_requests(total, f"{origin}/inbox", remote, key),
+                ),
+                Server(
+                    "noop",
+                    f"{noop}/inbox",
+                    start("noop", "--port", str(noop_port)),
+                    signed_requests(total, f"{noop}/inbox", remote, key),
+                ),
+            ]
+            await wait_http(f"{origin}/.well-known/nodeinfo")
+            await wait_http(f"{noop}/")
+            for server in servers:
+                warm = server.requests[: args.warmup]
+                server.requests = server.requests[args.warmup :]
+                await fire(warm, server.url, args.concurrency)
+            # Rounds alternate, so both servers see the same machine.
+            for _ in range(args.rounds):
+                for server in servers:
+                    await server.round(args.round_size, args.concurrency)
+        finally:
+            for server in servers:
+                server.proc.terminate()
+                server.proc.wait(10)
+            await runner.cleanup()
 
-        noop_port = unused_port()
-        noop_url = f"http://127.0.0.1:{noop_port}/inbox"
-        noop_requests = signed_requests(total, noop_url, remote, key)
-        noop_time, noop_status = await measure(
-            ["noop", "--port", str(noop_port)],
-            noop_url,
-            f"http://127.0.0.1:{noop_port}/",
-            noop_requests,
-            args.warmup,
-            args.concurrency,
-        )
-    finally:
-        await runner.cleanup()
-
-    mumble_rate = mumble_status.get(202, 0) / mumble_time
-    noop_rate = noop_status.get(202, 0) / noop_time
+    mumble, noop_server = servers
+    rate = statistics.median(mumble.rates)
+    noop_rate = statistics.median(noop_server.rates)
+    cpu = statistics.median(mumble.cpu_per_request)
+    noop_cpu = statistics.median(noop_server.cpu_per_request)
     report(
         {
-            "requests": args.requests,
+            "rounds": args.rounds,
+            "requests_per_round": args.round_size,
             "concurrency": args.concurrency,
-            "mumble_accepted_per_second": round(mumble_rate),
-            "mumble_statuses": mumble_status,
+            "mumble_accepted_per_second": round(rate),
             "noop_per_second": round(noop_rate),
-            "noop_statuses": noop_status,
-            "ratio": round(mumble_rate / noop_rate, 3),
-            "goal": ">= 0.25",
+            "ratio": round(rate / noop_rate, 3),
+            "mumble_server_cpu_ms_per_request": round(cpu * 1000, 3),
+            "noop_server_cpu_ms_per_request": round(noop_cpu * 1000, 3),
+            "cpu_ratio": round(noop_cpu / cpu, 3),
+            "statuses": {"mumble": mumble.statuses, "noop": noop_server.statuses},
+            "goal": "ratio >= 0.25",
         }
     )
 

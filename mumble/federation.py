@@ -22,7 +22,7 @@ from .users import LocalUser, Users
 log = logging.getLogger("mumble.federation")
 
 #: Inbound activities processed at once; each is short unless it fetches.
-INBOUND_CONCURRENCY = 8
+INBOUND_CONCURRENCY = 16
 
 
 class Federation:

@@ -189,11 +189,6 @@ class Posts:
             raise Forbidden("the created object is not on its actor's origin")
         if any(author != ctx.actor_id for author in ids_of(obj.get("attributedTo"))):
             raise Forbidden("the created object is attributed to someone else")
-        existing = await self.backend.get("objects", obj["id"])
-        if existing is not None and (
-            existing.get("local") or existing.get("actor") != ctx.actor_id
-        ):
-            raise Forbidden("the object exists already and belongs to another actor")
         parent = id_of(obj.get("inReplyTo"))
         mentions_local = any(
             self.fed.ids.is_local(a)
@@ -202,6 +197,11 @@ class Posts:
         reply_to_local = bool(parent and await self.local_post(parent, live=True))
         if not (reply_to_local or mentions_local):
             return
+        existing = await self.backend.get("objects", obj["id"])
+        if existing is not None and (
+            existing.get("local") or existing.get("actor") != ctx.actor_id
+        ):
+            raise Forbidden("the object exists already and belongs to another actor")
         clean = normalise_addressing(await clean_object(obj))
         await self.backend.put(
             "objects",

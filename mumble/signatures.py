@@ -34,8 +34,10 @@ MAX_VALIDITY = 12 * 3600.0
 PublicKeyType = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 PrivateKeyType = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
+# A quoted value is matched as runs of plain characters between escapes,
+# which is many times faster than one alternation per character.
 _PARAM = re.compile(
-    r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[0-9]+)\s*(?:,|$)'
+    r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*("[^"\\]*(?:\\.[^"\\]*)*"|[0-9]+)\s*(?:,|$)'
 )
 _DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 
@@ -269,17 +271,15 @@ def verify_signature(
         return False
 
 
-def _verify_targets(
-    params: SignatureParams, request: SignedRequest, key: PublicKeyType
-) -> bool:
+def _messages(params: SignatureParams, request: SignedRequest) -> list[bytes]:
+    """What the signature may cover: the raw target with its query, then without."""
     targets = [request.raw_target]
     if "?" in request.raw_target:
         targets.append(request.raw_target.split("?", 1)[0])
-    for target in targets:
-        text = signing_string(params, request.method, target, request.headers)
-        if verify_signature(params, key, text.encode("utf-8")):
-            return True
-    return False
+    return [
+        signing_string(params, request.method, target, request.headers).encode()
+        for target in targets
+    ]
 
 
 async def verify_request(
@@ -299,7 +299,7 @@ async def verify_request(
         if request.body is not None and request.method.upper() == "POST":
             check_digest(request.headers, request.body)
         check_time(params, request.headers, time.time() if now is None else now)
-        signing_string(params, request.method, request.raw_target, request.headers)
+        messages = _messages(params, request)
     except SignatureError as exc:
         return Verification.failed(exc.message)
 
@@ -308,7 +308,7 @@ async def verify_request(
             key = await resolve_key(params.key_id, refresh)
         except FetchError as exc:
             return Verification.failed(f"key {params.key_id} unavailable: {exc}")
-        if _verify_targets(params, request, key.key):
+        if any(verify_signature(params, key.key, m) for m in messages):
             return Verification(True, "verified", key.id, key.owner)
     return Verification.failed("signature does not verify", params.key_id)
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,20 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_error TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (state, due);
+CREATE INDEX IF NOT EXISTS tasks_kind_due ON tasks (state, kind, due);
 """
+
+
+def _settle_futures(
+    outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+) -> None:
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 class _Batcher(Generic[T, R]):
@@ -55,7 +69,7 @@ class _Batcher(Generic[T, R]):
         self,
         call: Callable[..., Awaitable[Any]],
         write: Callable[[list[T]], list[R]],
-        after: Callable[[list[R]], None] | None = None,
+        after: Callable[[list[T], list[R]], None] | None = None,
     ) -> None:
         self._call = call
         self._write = write
@@ -84,7 +98,7 @@ class _Batcher(Generic[T, R]):
                 if not future.done():
                     future.set_result(result)
             if self._after is not None:
-                self._after(results)
+                self._after([item for item, _ in batch], results)
 
 
 class EmbeddedBackend(Backend):
@@ -92,7 +106,11 @@ class EmbeddedBackend(Backend):
         self.data_dir = Path(data_dir)
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._wakeups: set[asyncio.Event] = set()
+        self._ops: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._ops_lock = threading.Lock()
+        self._draining = False
+        # Each task runner's wake-up, with the kinds it runs (empty: all).
+        self._wakeups: dict[asyncio.Event, tuple[str, ...]] = {}
         self._opened = False
         self._submits = _Batcher[list[Task], int](self._call, self._submit, self._woken)
         self._settles = _Batcher[tuple[Task, TaskOutcome], None](
@@ -100,10 +118,38 @@ class EmbeddedBackend(Backend):
         )
 
     async def _call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn`` on the database thread.
+
+        Calls queue up and the thread runs all that are waiting at once, then
+        hands every result back to the loop in one go: under load this costs
+        one thread hand-off per batch instead of one per call.
+        """
         if self._executor is None:
             raise RuntimeError("the backend is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, *args))
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._ops_lock:
+            self._ops.append((partial(fn, *args), future))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._executor.submit(self._drain, loop)
+        return await future
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            with self._ops_lock:
+                ops, self._ops = self._ops, []
+                if not ops:
+                    self._draining = False
+                    return
+            outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            for call, future in ops:
+                try:
+                    outcomes.append((future, call(), None))
+                except Exception as exc:
+                    outcomes.append((future, None, exc))
+            loop.call_soon_threadsafe(_settle_futures, outcomes)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -267,9 +313,12 @@ class EmbeddedBackend(Backend):
     async def submit(self, tasks: Sequence[Task]) -> int:
         return await self._submits.add(list(tasks))
 
-    def _woken(self, counts: list[int]) -> None:
-        if any(counts):
-            for wakeup in self._wakeups:
+    def _woken(self, batches: list[list[Task]], counts: list[int]) -> None:
+        kinds = {
+            t.kind for tasks, n in zip(batches, counts, strict=True) if n for t in tasks
+        }
+        for wakeup, only in self._wakeups.items():
+            if kinds and (not only or kinds.intersection(only)):
                 wakeup.set()
 
     def _submit(self, batches: list[list[Task]]) -> list[int]:
@@ -352,7 +401,7 @@ class EmbeddedBackend(Backend):
         assert self._opened, "the backend is not open"
         only = tuple(sorted(kinds))
         wakeup = asyncio.Event()
-        self._wakeups.add(wakeup)
+        self._wakeups[wakeup] = only
         running: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
@@ -372,7 +421,7 @@ class EmbeddedBackend(Backend):
                 if not claimed:
                     await self._idle(stop, wakeup, running, only)
         finally:
-            self._wakeups.discard(wakeup)
+            self._wakeups.pop(wakeup, None)
             for job in running:
                 job.cancel()
             await asyncio.gather(*running, return_exceptions=True)
