@@ -120,6 +120,7 @@ def provision(endpoint: str) -> Deployment:
     """What the CDK app creates, under fresh names, and alice in Cognito."""
     import boto3
 
+    from tests.aws.service import create_record_table
     from tests.aws_adapter.test_cognito import _login, _pool_with_alice
 
     suffix = uuid.uuid4().hex[:8]
@@ -131,18 +132,7 @@ def provision(endpoint: str) -> Deployment:
 
     client("s3").create_bucket(Bucket=bucket)
     for table in (users, objects):
-        client("dynamodb").create_table(
-            TableName=table,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_record_table(client("dynamodb"), table)
     client("ssm").put_parameter(Name=f"{prefix}/domain", Value=DOMAIN, Type="String")
     idp = client("cognito-idp")
     pool_id, client_id, _ = _pool_with_alice(idp, f"owners-{suffix}")

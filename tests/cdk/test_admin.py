@@ -22,6 +22,7 @@ from mumble.backends.aws.parameters import PRIVATE_KEYS
 from mumble.backends.aws.tables import table_for
 from mumble.signatures import load_private_key
 from mumble_cdk import admin
+from tests.aws.service import create_record_table
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("MUMBLE_TEST_AWS"),
@@ -76,18 +77,7 @@ def deployed(endpoint: str) -> dict[str, str]:
     outputs = {"ParameterPrefix": PREFIX}
     for output, kind in (("UserTableName", "users"), ("ObjectTableName", "objects")):
         table = f"{kind}-{RUN}"
-        dynamodb.create_table(
-            TableName=table,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_record_table(dynamodb, table)
         outputs[output] = table
     outputs["BucketName"] = f"objects-{RUN}"
     client(endpoint, "s3").create_bucket(
