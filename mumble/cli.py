@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .app import Mumble
 from .errors import MumbleError
@@ -90,7 +91,7 @@ def cmd_init(args: argparse.Namespace) -> None:
         origin = Settings(origin=origin).origin
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     username, token = asyncio.run(_init(data, username, origin, args.name or ""))
     token_path = data / TOKEN
     token_path.write_text(token + "\n")
@@ -104,6 +105,9 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 def _load_factory(spec: str) -> AppFactory:
     module_name, _, attr = spec.partition(":")
+    # An installed command does not look in the working directory by itself.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
         factory = getattr(module, attr or "create")
@@ -116,6 +120,8 @@ def cmd_serve(args: argparse.Namespace, factory: AppFactory | None) -> None:
     from aiohttp import web
 
     data: Path = args.data
+    if args.app:
+        factory = _load_factory(args.app)
     if not _config_path(data).exists():
         cmd_init(args)
     config = load_config(data)
@@ -129,12 +135,17 @@ def cmd_serve(args: argparse.Namespace, factory: AppFactory | None) -> None:
                 f"{config['origin']}; ignoring {asked}",
                 file=sys.stderr,
             )
+    stale = _stale_local_port(config["origin"], args.port)
+    if not args.origin and stale:
+        print(
+            f"mumble: {data} keeps its origin {config['origin']}; its ids and "
+            f"links name port {stale}, though the server listens on {args.port}",
+            file=sys.stderr,
+        )
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     config["listen"] = f"http://{local_host}:{args.port}"
     save_config(data, config)
     settings = settings_from(data, config, allow_private=args.allow_private_addresses)
-    if args.app:
-        factory = _load_factory(args.app)
     app = (factory or Mumble)(settings)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -151,6 +162,15 @@ def cmd_serve(args: argparse.Namespace, factory: AppFactory | None) -> None:
         raise CommandError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from exc
+
+
+def _stale_local_port(origin: str, port: int) -> int | None:
+    """The port a local origin names when it is not the one being served on."""
+    parts = urlsplit(origin)
+    if parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        return None
+    named = parts.port or (443 if parts.scheme == "https" else 80)
+    return named if named != port else None
 
 
 def _client_target(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -256,13 +276,24 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="mumble", description="A single-user ActivityPub server."
     )
+    data_help = "the data folder (default: ./data or $MUMBLE_DATA)"
     top.add_argument(
         "--data",
         type=Path,
         default=Path(os.environ.get("MUMBLE_DATA", "data")),
-        help="the data folder (default: ./data or $MUMBLE_DATA)",
+        help=data_help,
     )
+    # --data is taken after the command too; there it overrides the default
+    # only when given.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", type=Path, default=argparse.SUPPRESS, help=data_help)
     sub = top.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, parents=[common])
+
+    def port(p: argparse.ArgumentParser, help_: str) -> None:
+        p.add_argument("--port", type=int, default=8080, help=help_)
 
     def identity(p: argparse.ArgumentParser) -> None:
         p.add_argument("--user", help="the username (default: me)")
@@ -273,19 +304,15 @@ def parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--name", default="", help="the display name")
 
-    identity(
-        sub.add_parser("init", help="create the user, its key and the owner token")
-    )
-    serve = sub.add_parser(
-        "serve", help="run the server (creating the user on first start)"
-    )
+    init = command("init", "create the user, its key and the owner token")
+    identity(init)
+    port(init, "the port the default origin names (default: 8080)")
+    serve = command("serve", "run the server (creating the user on first start)")
     identity(serve)
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
     )
-    serve.add_argument(
-        "--port", type=int, default=8080, help="port to bind (default: 8080)"
-    )
+    port(serve, "port to bind (default: 8080)")
     serve.add_argument(
         "--app", default="", help="serve another application: module:factory"
     )
@@ -299,7 +326,7 @@ def parser() -> argparse.ArgumentParser:
         ("follow", "follow an account"),
         ("unfollow", "stop following an account"),
     ):
-        p = sub.add_parser(name, help=help_)
+        p = command(name, help_)
         p.add_argument(
             "--server", default="", help="the server's address (default: from config)"
         )
@@ -308,7 +335,7 @@ def parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("account", help="user@host or an actor URL")
     for name in ("followers", "following"):
-        p = sub.add_parser(name, help=f"list {name}, one actor URL a line")
+        p = command(name, f"list {name}, one actor URL a line")
         p.add_argument(
             "--server", default="", help="the server's address (default: from config)"
         )

@@ -115,6 +115,10 @@ class Inbox:
         body = request.body or b""
         if not request.headers.getall("signature", []):
             raise Unauthorized("the request is not signed")
+        # Answered before the body is read, whatever it holds: a peer that
+        # signs with RFC 9421 first falls back to draft-cavage on a 401.
+        if "signature-input" in request.headers:
+            raise Unauthorized("RFC 9421 signatures are not supported")
         activity = parse_activity(body)
         actor_id = id_of(activity["actor"])
         assert actor_id is not None

@@ -23,6 +23,10 @@ def _page(title: str, body: str) -> str:
     )
 
 
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
 def _post(note: dict[str, Any], counts: dict[str, int]) -> str:
     # Content was sanitised when the post was stored; it is shown as HTML.
     content = note.get("content", "")
@@ -31,9 +35,11 @@ def _post(note: dict[str, Any], counts: dict[str, int]) -> str:
     return (
         f'<article class="post"><div class="content">{content}</div>'
         f'<p class="meta"><a href="{link}">{when}</a> · '
-        f'<span class="replies">{counts["replies"]} replies</span> · '
-        f'<span class="likes">{counts["likes"]} likes</span> · '
-        f'<span class="shares">{counts["shares"]} shares</span></p></article>'
+        f'<span class="replies">{_count(counts["replies"], "reply", "replies")}'
+        "</span> · "
+        f'<span class="likes">{_count(counts["likes"], "like", "likes")}</span> · '
+        f'<span class="shares">{_count(counts["shares"], "share", "shares")}'
+        "</span></p></article>"
     )
 
 
@@ -49,8 +55,12 @@ def profile_page(
         f'<p class="handle">{html.escape(handle)}</p>'
         '<p class="stats">'
         + " · ".join(
-            f'<span class="{name}">{stats.get(name, 0)} {name}</span>'
-            for name in ("followers", "following", "posts")
+            f'<span class="{key}">{_count(stats.get(key, 0), one, key)}</span>'
+            for key, one in (
+                ("followers", "follower"),
+                ("following", "following"),
+                ("posts", "post"),
+            )
         )
         + "</p></header>"
     )

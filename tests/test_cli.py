@@ -217,3 +217,124 @@ def test_a_restart_with_another_identity_warns_and_keeps_the_first(
     assert (
         json.loads((data / "config.json").read_text())["username"] == config["username"]
     )
+
+
+def test_the_data_folder_may_follow_the_command_and_is_private(
+    tmp_path: Path,
+) -> None:
+    data, port = tmp_path / "d", unused_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "init",
+            "--data",
+            str(data),
+            "--port",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"created @me@localhost:{port}" in result.stdout
+    # The database holds the private key: nobody but the owner may read it.
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert (data / "mumble.sqlite3").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_database_made_readable_by_others_is_made_private_on_start(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "d"
+    assert mumble(data, "init").returncode == 0
+    db = data / "mumble.sqlite3"
+    db.chmod(0o644)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--data",
+            str(data),
+            "serve",
+            "--port",
+            str(unused_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "serving @me" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_restart_on_another_port_says_the_ids_keep_the_first_origin(
+    tmp_path: Path,
+) -> None:
+    data, first, second = tmp_path / "d", unused_port(), unused_port()
+    assert mumble(data, "init", "--port", str(first)).returncode == 0
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "serve",
+            "--data",
+            str(data),
+            "--port",
+            str(second),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        warning = proc.stderr.readline()
+        assert f"serving @me@localhost:{first} on" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert f"keeps its origin http://localhost:{first}" in warning
+    assert f"listens on {second}" in warning
+
+
+def test_serve_loads_an_application_from_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "myapp.py").write_text(
+        "from mumble import Mumble\n"
+        "def create(settings):\n"
+        "    print('myapp built for', settings.origin, flush=True)\n"
+        "    return Mumble(settings)\n"
+    )
+    port = unused_port()
+    # The example script puts its own folder on sys.path, not the working
+    # directory, as an installed command does.
+    serve = [sys.executable, str(EXAMPLE), "serve", "--port", str(port), "--app"]
+    missing = subprocess.run(
+        [*serve, "nosuch:create"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert missing.returncode == 1 and "cannot load the application" in missing.stderr
+    assert not (tmp_path / "data").exists()
+
+    proc = subprocess.Popen(
+        [*serve, "myapp:create"], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(5)]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert f"myapp built for http://localhost:{port}\n" in lines
+    assert f"serving @me@localhost:{port} on http://127.0.0.1:{port}\n" in lines

@@ -403,6 +403,22 @@ async def test_an_rfc9421_signature_is_401_not_accepted_unverified(
     assert "RFC 9421" in answer["error"]
 
 
+async def test_an_rfc9421_signature_is_401_whatever_the_body_holds(
+    server: MumbleServer, peer: Peer
+) -> None:
+    answer = await rejected(
+        server,
+        peer,
+        401,
+        body=b'{"type": "Note"}',
+        headers={
+            "Signature-Input": 'sig1=("@method");keyid="k";created=1',
+            "Signature": "sig1=:AAAA:",
+        },
+    )
+    assert "RFC 9421" in answer["error"]
+
+
 async def test_an_unknown_user_inbox_is_404(server: MumbleServer, peer: Peer) -> None:
     await rejected(server, peer, 404, inbox=f"{server.origin}/users/nobody/inbox")
 

@@ -60,8 +60,10 @@ async def test_the_profile_page_shows_the_account_its_posts_and_counts(
     dom = await render(f"{server.origin}/@alice")
     assert f"@alice@{server.settings.host}" in dom
     assert "Visible <em>post</em>" in dom
-    assert '<span class="likes">1 likes</span>' in dom
-    assert '<span class="posts">1 posts</span>' in dom
+    assert '<span class="likes">1 like</span>' in dom
+    assert '<span class="replies">0 replies</span>' in dom
+    assert '<span class="posts">1 post</span>' in dom
+    assert '<span class="followers">0 followers</span>' in dom
 
 
 async def test_remote_html_cannot_inject_into_the_post_page(

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -160,15 +161,27 @@ class EmbeddedBackend(Backend):
     async def open(self) -> None:
         if self._executor is not None:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The folder holds the users' private keys: only its owner may look in.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.data_dir / "blobs").mkdir(exist_ok=True)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mumble-sqlite")
         self._opened = True
         await self._call(self._open_sync)
 
     def _open_sync(self) -> None:
+        path = self.data_dir / "mumble.sqlite3"
+        # SQLite gives its journal files the database's mode; a database made
+        # before this rule existed is brought into line too.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for file in (
+            path,
+            path.with_name(path.name + "-wal"),
+            path.with_name(path.name + "-shm"),
+        ):
+            if file.exists():
+                os.chmod(file, 0o600)
         db = sqlite3.connect(
-            self.data_dir / "mumble.sqlite3",
+            path,
             isolation_level=None,
             check_same_thread=False,
         )
