@@ -1,11 +1,15 @@
 """Delivery of local activities to remote inboxes.
 
-Sending is two steps. :meth:`Delivery.deliver` works out the inboxes (each
-follower's shared inbox where it has one, every inbox once), stores the
-activity and submits one persisted task per inbox. :meth:`Delivery.attempt`
-runs one task: it signs and POSTs, and says what should happen next: done,
-retry later (with growing delays, or when ``Retry-After`` says), or stop for
-good (404, 410 and other permanent answers; a gone follower is removed).
+Sending is persisted work from the start. :meth:`Delivery.deliver` stores
+the activity and submits one ``fanout`` task, and answers; so an owner's
+post costs the request a few writes, however many followers it reaches.
+:meth:`Delivery.fan_out` runs that task: it works out the inboxes (each
+follower's shared inbox where it has one, every inbox once; remote actors
+addressed directly are fetched here) and submits one ``deliver`` task per
+inbox. :meth:`Delivery.attempt` runs one of those: it signs and POSTs, and
+says what should happen next: done, retry later (with growing delays, or
+when ``Retry-After`` says), or stop for good (404, 410 and other permanent
+answers; a gone follower is removed).
 
 Hosts that keep failing are left alone for a while instead of being
 hammered; their tasks wait without spending an attempt.
@@ -79,21 +83,49 @@ class Delivery:
                 inboxes.add(actor.delivery_inbox)
         return inboxes
 
-    async def deliver(self, username: str, activity: dict[str, Any]) -> int:
-        """Queue an activity for every inbox its addressing reaches."""
-        return await self.send(
-            username, activity, await self.recipients(username, activity)
+    async def deliver(self, username: str, activity: dict[str, Any]) -> None:
+        """Queue an activity for every inbox its addressing reaches.
+
+        The inboxes are worked out by the ``fanout`` task this submits.
+        """
+        activity_id = await self._keep(username, activity)
+        task = Task(
+            id="fanout:" + hashlib.sha256(activity_id.encode()).hexdigest(),
+            kind="fanout",
+            # The blind copies are needed to find their inboxes, and kept
+            # nowhere else.
+            payload={"activity": activity, "username": username},
         )
+        await self.fed.backend.submit([task])
+
+    async def fan_out(self, task: Task) -> TaskOutcome:
+        """Run a ``fanout`` task: one ``deliver`` task per inbox reached."""
+        username, activity = task.payload["username"], task.payload["activity"]
+        if await self.fed.backend.get("outgoing", activity["id"]) is None:
+            return TaskOutcome.drop("the activity was withdrawn")
+        inboxes = await self.recipients(username, activity)
+        await self._queue(username, activity["id"], inboxes)
+        return TaskOutcome()
+
+    async def _keep(self, username: str, activity: dict[str, Any]) -> str:
+        """Store what every delivery of an activity sends: all but blind copies."""
+        public = {k: v for k, v in activity.items() if k not in ("bto", "bcc")}
+        await self.fed.backend.put(
+            "outgoing", public["id"], {"activity": public, "username": username}
+        )
+        return str(public["id"])
 
     async def send(
         self, username: str, activity: dict[str, Any], inboxes: Iterable[str]
     ) -> int:
         """Queue an activity for the given inboxes; return how many tasks were new."""
-        public = {k: v for k, v in activity.items() if k not in ("bto", "bcc")}
-        activity_id = public["id"]
-        await self.fed.backend.put(
-            "outgoing", activity_id, {"activity": public, "username": username}
+        return await self._queue(
+            username, await self._keep(username, activity), inboxes
         )
+
+    async def _queue(
+        self, username: str, activity_id: str, inboxes: Iterable[str]
+    ) -> int:
         now = time.time()
         tasks = [
             Task(

@@ -23,6 +23,9 @@ log = logging.getLogger("mumble.federation")
 
 #: Inbound activities processed at once; each is short unless it fetches.
 INBOUND_CONCURRENCY = 16
+#: Activities whose inboxes are being worked out at once: each reads every
+#: follower, so a few are plenty.
+FANOUT_CONCURRENCY = 2
 
 
 class Federation:
@@ -84,6 +87,8 @@ class Federation:
             return await self.inbox.process(task)
         if task.kind == "deliver":
             return await self.delivery.attempt(task)
+        if task.kind == "fanout":
+            return await self.delivery.fan_out(task)
         return TaskOutcome.drop(f"unknown task kind {task.kind}")
 
     def start_worker(self) -> None:
@@ -96,17 +101,18 @@ class Federation:
             return
         self._stop = asyncio.Event()
         runners = (
-            ("inbound", INBOUND_CONCURRENCY),
-            ("deliver", self.settings.delivery_concurrency),
+            (("inbound",), INBOUND_CONCURRENCY),
+            (("deliver",), self.settings.delivery_concurrency),
+            (("fanout",), FANOUT_CONCURRENCY),
         )
         self._workers = [
             asyncio.create_task(
                 self.backend.run_tasks(
-                    self.run_task, stop=self._stop, concurrency=size, kinds=(kind,)
+                    self.run_task, stop=self._stop, concurrency=size, kinds=kinds
                 ),
-                name=f"mumble-{kind}",
+                name=f"mumble-{kinds[0]}",
             )
-            for kind, size in runners
+            for kinds, size in runners
         ]
 
     async def stop_worker(self) -> None:

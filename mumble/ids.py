@@ -77,9 +77,19 @@ class Ids:
         return None
 
 
+#: The longest IRI taken from a peer, in bytes of UTF-8. Records are keyed by
+#: these, alone or with a local id and a time, within the backend's key limit.
+MAX_IRI_BYTES = 512
+
+
 def http_url(value: object) -> str | None:
     """The value if it is a well-formed http(s) URL with a host, else None."""
-    if not isinstance(value, str) or len(value) > 2048:
+    if not isinstance(value, str) or len(value) > MAX_IRI_BYTES:
+        return None
+    try:
+        if len(value.encode()) > MAX_IRI_BYTES:
+            return None
+    except UnicodeEncodeError:
         return None
     try:
         parts = urlsplit(value)
@@ -92,6 +102,14 @@ def http_url(value: object) -> str | None:
     if any(c.isspace() or ord(c) < 32 for c in value):
         return None
     return value
+
+
+def too_long(value: object) -> bool:
+    """Whether a peer's IRI is past :data:`MAX_IRI_BYTES`, to say so plainly."""
+    return isinstance(value, str) and (
+        len(value) > MAX_IRI_BYTES
+        or len(value.encode(errors="surrogatepass")) > MAX_IRI_BYTES
+    )
 
 
 def same_origin(a: object, b: object) -> bool:

@@ -29,7 +29,7 @@ from .errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from .ids import http_url, same_origin
+from .ids import MAX_IRI_BYTES, http_url, same_origin, too_long
 from .jsonld import id_of, normalise, parse_json, types_of
 from .signatures import SignedRequest, Verification, verify_request
 
@@ -80,6 +80,9 @@ def parse_activity(body: bytes) -> dict[str, Any]:
         raise BadRequest("the body is not a JSON object")
     if not types_of(doc):
         raise BadRequest("the activity has no type")
+    for name, value in (("id", doc.get("id")), ("actor", id_of(doc.get("actor")))):
+        if too_long(value):
+            raise BadRequest(f"the activity's {name} is over {MAX_IRI_BYTES} bytes")
     actor = http_url(id_of(doc.get("actor")))
     if actor is None:
         raise BadRequest("the activity has no actor")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import BadRequest, FetchError, Forbidden, Gone, NotFound
-from .ids import same_origin
+from .ids import MAX_IRI_BYTES, same_origin, too_long
 from .jsonld import (
     CONTEXT,
     PUBLIC,
@@ -48,6 +49,18 @@ def is_public_post(obj: dict[str, Any]) -> bool:
 
 def iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def sortable_time(value: object) -> str:
+    """A peer's timestamp as a fixed-width UTC time; now when it is none."""
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is not None:
+                return iso(parsed.timestamp())
+        except (ValueError, OverflowError, OSError):
+            pass
+    return iso(time.time())
 
 
 class Posts:
@@ -114,23 +127,39 @@ class Posts:
             "object": note,
         }
         outbox_key = f"{username} {now:017.6f} {post_id}"
-        await self.backend.put(
-            "objects",
-            object_id,
-            {
-                "object": note,
-                "owner": username,
-                "local": True,
-                "public": public,
-                "outbox_key": outbox_key,
-            },
-        )
-        await self.backend.put(
-            "activities", activity["id"], {"activity": activity, "owner": username}
-        )
+        records: list[tuple[str, str, dict[str, Any]]] = [
+            (
+                "objects",
+                object_id,
+                {
+                    "object": note,
+                    "owner": username,
+                    "local": True,
+                    "public": public,
+                    "outbox_key": outbox_key,
+                },
+            ),
+            ("activities", activity["id"], {"activity": activity, "owner": username}),
+        ]
         if public:
-            await self.backend.put("outbox", outbox_key, {"activity": activity["id"]})
-        await self.fed.delivery.deliver(username, activity)
+            records.append(("outbox", outbox_key, {"activity": activity["id"]}))
+        written: list[tuple[str, str]] = []
+        try:
+            for ns, key, value in records:
+                await self.backend.put(ns, key, value)
+                written.append((ns, key))
+            await self.fed.delivery.deliver(username, activity)
+        except BaseException:
+            # A post is published whole or not at all: the client that got
+            # an error would otherwise find half of it, and post it again.
+            undo = [(ns, key) for ns, key in reversed(written)]
+            undo.append(("outgoing", activity["id"]))
+            for ns, key in undo:
+                try:
+                    await self.backend.delete(ns, key)
+                except Exception:
+                    log.exception("could not undo %s %s", ns, key)
+            raise
         return activity
 
     async def delete(self, username: str, object_id: str) -> dict[str, Any]:
@@ -185,6 +214,8 @@ class Posts:
             obj = await self.fed.fetcher.get_json(obj)
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
             raise BadRequest("a Create needs an object with an id")
+        if too_long(obj["id"]):
+            raise BadRequest(f"the object's id is over {MAX_IRI_BYTES} bytes")
         if not same_origin(obj["id"], ctx.actor_id):
             raise Forbidden("the created object is not on its actor's origin")
         if any(author != ctx.actor_id for author in ids_of(obj.get("attributedTo"))):
@@ -209,14 +240,18 @@ class Posts:
             {"object": clean, "owner": None, "local": False, "actor": ctx.actor_id},
         )
         if reply_to_local and parent:
-            await self._add_reply(parent, obj["id"], str(obj.get("published", "")))
+            await self._add_reply(
+                parent, obj["id"], sortable_time(obj.get("published"))
+            )
 
     async def _add_reply(self, parent: str, reply_id: str, published: str) -> None:
-        key = f"{parent} {published} {reply_id}"
-        if await self.backend.put(
-            "reply-of", reply_id, {"parent": parent, "key": key}, only_new=True
-        ):
-            await self.backend.put("replies", key, {"id": reply_id})
+        # reply-of holds the one key a reply is listed under, however often
+        # and with whatever timestamps it comes; it is written first, so a
+        # reply whose listing failed is listed when it comes again.
+        record = {"parent": parent, "key": f"{parent} {published} {reply_id}"}
+        if not await self.backend.put("reply-of", reply_id, record, only_new=True):
+            record = await self.backend.get("reply-of", reply_id) or record
+        await self.backend.put("replies", record["key"], {"id": reply_id})
 
     async def _remove_reply(self, reply_id: str) -> None:
         old = await self.backend.delete("reply-of", reply_id)

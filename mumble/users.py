@@ -82,9 +82,17 @@ class Users:
             name=name or username,
             summary=summary,
         )
+        # The user record decides who wins a race to create the name; only
+        # the winner writes the key, and a user left without one is undone.
         if not await self.backend.put("users", username, asdict(user), only_new=True):
             raise BadRequest(f"user {username} exists already")
-        await self.backend.put("private-keys", username, {"pem": private_key_pem(key)})
+        try:
+            await self.backend.put(
+                "private-keys", username, {"pem": private_key_pem(key)}
+            )
+        except BaseException:
+            await self.backend.delete("users", username)
+            raise
         return user, token
 
     async def reset_token(self, username: str) -> str:

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from mumble.backends import Backend, Task, TaskOutcome
+from mumble.backends.base import MAX_KEY_BYTES
 from mumble.backends.embedded import EmbeddedBackend
+from mumble.errors import BadRequest
 from tests.aws.conformance import aws
 
 BackendFactory = Callable[[Path], Awaitable[Backend]]
@@ -60,6 +62,21 @@ async def test_concurrent_only_new_writes_have_one_winner(backend: Backend) -> N
         *(backend.put("ns", "race", {"i": i}, only_new=True) for i in range(10))
     )
     assert results.count(True) == 1
+
+
+async def test_keys_past_the_limit_are_refused_and_found_nowhere(
+    backend: Backend,
+) -> None:
+    longest = "k" * (MAX_KEY_BYTES - 2) + "\u00e9"
+    assert len(longest.encode()) == MAX_KEY_BYTES
+    assert await backend.put("ns", longest, {"v": 1})
+    assert await backend.get("ns", longest) == {"v": 1}
+    for key in ("", longest + "k", "\u00e9" * 513):
+        with pytest.raises(BadRequest, match="key"):
+            await backend.put("ns", key, {"v": 2})
+        assert await backend.get("ns", key) is None
+        assert await backend.delete("ns", key) is None
+    assert [r.key for r in await backend.query("ns")] == [longest]
 
 
 async def test_query_orders_pages_and_filters_by_prefix(backend: Backend) -> None:

@@ -189,12 +189,17 @@ async def tasks(server: MumbleServer, kind: str | None = None) -> list[dict[str,
 async def settled(
     server: MumbleServer, kind: str = "inbound", timeout: float = 10.0
 ) -> None:
-    """Wait until every task of ``kind`` has run at least once."""
+    """Wait until every task of ``kind`` has run at least once.
+
+    Deliveries are queued by a ``fanout`` task, which must have run first.
+    """
+    kinds = ("fanout", "deliver") if kind == "deliver" else (kind,)
 
     async def check() -> bool:
         return all(
             t["state"] != "queued" or t["attempts"] > 0
-            for t in await tasks(server, kind)
+            for t in await tasks(server)
+            if t["kind"] in kinds
         )
 
     await eventually(check, timeout)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from mumble.jsonld import PUBLIC
 from tests.conftest import MumbleServer, eventually
 from tests.peer import Peer, RemoteUser
@@ -322,6 +324,17 @@ async def test_an_activity_id_on_another_origin_is_400(
         "id": "https://elsewhere.example/like/1"
     }
     await rejected(server, peer, 400, activity=activity)
+
+
+@pytest.mark.parametrize("field", ["id", "actor"])
+async def test_an_id_over_512_bytes_is_400(
+    server: MumbleServer, peer: Peer, field: str
+) -> None:
+    bob = peer.user("bob")
+    activity = peer.activity(bob, "Like", f"{server.actor}/posts/x")
+    activity[field] = bob.id + "/" + "\u00e9" * 250
+    answer = await rejected(server, peer, 400, activity=activity)
+    assert "over 512 bytes" in answer["error"]
 
 
 async def test_an_unsigned_request_is_401(server: MumbleServer, peer: Peer) -> None:

@@ -7,6 +7,11 @@ else Mumble stores, from followers to delivery queues, is built on these few
 methods, so a new backend has little to write and one conformance suite
 (``tests/test_backend_conformance.py``) tells whether it is right.
 
+A key is 1 to :data:`MAX_KEY_BYTES` bytes of UTF-8, on every backend alike
+(DynamoDB's limit for a sort key): ``put`` refuses a longer one with
+:class:`~mumble.errors.BadRequest`, and ``get`` and ``delete`` find nothing
+at one.
+
 Counts are derived, not written: a backend applies
 :func:`mumble.statistics.count_changes` to every change of a record in
 :data:`mumble.statistics.COUNTED_NAMESPACES` and keeps the results in the
@@ -20,6 +25,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import BadRequest
+
+#: The longest record key, in bytes of UTF-8.
+MAX_KEY_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,20 @@ class TaskOutcome:
 
 
 TaskRunner = Callable[[Task], Awaitable[TaskOutcome]]
+
+
+def storable_key(key: str) -> bool:
+    """Whether every backend can keep a record at ``key``."""
+    try:
+        return 0 < len(key.encode()) <= MAX_KEY_BYTES
+    except UnicodeEncodeError:
+        return False
+
+
+def check_key(ns: str, key: str) -> None:
+    """Refuse, as a peer's or client's fault, a key no backend can keep."""
+    if not storable_key(key):
+        raise BadRequest(f"a {ns} key must have 1 to {MAX_KEY_BYTES} bytes")
 
 
 class Backend(abc.ABC):

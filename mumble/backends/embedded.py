@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ..statistics import COUNTED_NAMESPACES, count_changes
-from .base import Backend, Record, Task, TaskOutcome, TaskRunner
+from .base import (
+    Backend,
+    Record,
+    Task,
+    TaskOutcome,
+    TaskRunner,
+    check_key,
+    storable_key,
+)
 
 log = logging.getLogger("mumble.backends.embedded")
 
@@ -204,6 +212,8 @@ class EmbeddedBackend(Backend):
     # records
 
     async def get(self, ns: str, key: str) -> dict[str, Any] | None:
+        if not storable_key(key):
+            return None
         row = await self._call(
             self._fetchone, "SELECT value FROM records WHERE ns=? AND key=?", (ns, key)
         )
@@ -215,6 +225,7 @@ class EmbeddedBackend(Backend):
     async def put(
         self, ns: str, key: str, value: dict[str, Any], *, only_new: bool = False
     ) -> bool:
+        check_key(ns, key)
         if ns in COUNTED_NAMESPACES:
             written, _old = await self._call(
                 self._counted_write, ns, key, value, only_new
@@ -258,6 +269,8 @@ class EmbeddedBackend(Backend):
         return True, old
 
     async def delete(self, ns: str, key: str) -> dict[str, Any] | None:
+        if not storable_key(key):
+            return None
         if ns in COUNTED_NAMESPACES:
             _written, old = await self._call(self._counted_write, ns, key, None, False)
             return old  # type: ignore[no-any-return]

@@ -56,3 +56,44 @@ class Faults:
 
     def remove(self) -> None:
         self.client.meta.events.unregister(self.event, self)
+
+
+class AppliedThenLost:
+    """Lets the next ``times`` requests of one operation reach the service, then
+    answers each with a 500, as if the service's answer had been lost.
+
+    botocore then retries a request that has already taken effect.
+    """
+
+    def __init__(self, client: Any, event: str, times: int = 1) -> None:
+        self.client = client
+        self.event = f"before-send.{event}"
+        self.left = times
+        self.calls = 0
+        client.meta.events.register(self.event, self)
+
+    async def __call__(self, request: Any, **kwargs: Any) -> AioAWSResponse | None:
+        import aiohttp
+
+        self.calls += 1
+        if not self.left:
+            return None
+        self.left -= 1
+        headers = {
+            _text(name): _text(value)
+            for name, value in request.headers.items()
+            if _text(name).lower() != "content-length"
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, request.url, headers=headers, data=request.body
+            ) as response,
+        ):
+            assert response.status < 300, await response.text()
+        status, answer_headers, body = dynamodb_error(500, "InternalServerError")
+        return AioAWSResponse(request.url, status, answer_headers, _Body(body))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -24,7 +24,7 @@ from mumble.backends.aws.counts import apply_stream
 from mumble.backends.aws.steps import StepContext
 from mumble.errors import BadRequest, PayloadTooLarge
 
-from .faults import Faults, dynamodb_error, s3_error
+from .faults import AppliedThenLost, Faults, dynamodb_error, s3_error
 from .service import BUCKET, OBJECT_TABLE, SSM_PREFIX, USER_TABLE
 from .stream import stream_batches
 
@@ -176,6 +176,50 @@ async def test_a_conditional_write_that_loses_a_race_returns_false(
     assert not await backend.put("ns", "k", {"winner": False}, only_new=True)
     assert (faults.calls, backoffs) == (1, [])
     assert await backend.get("ns", "k") == {"winner": True}
+
+
+async def test_a_conditional_write_whose_answer_was_lost_still_won(
+    backend: AwsBackend, backoffs: list[float]
+) -> None:
+    lost = AppliedThenLost(backend.clients.dynamodb, "dynamodb.PutItem")
+    assert await backend.put("ns", "k", {"v": 1}, only_new=True)
+    assert lost.calls == 2 and len(backoffs) == 1
+    assert await backend.get("ns", "k") == {"v": 1}
+    # Another writer still loses.
+    assert not await backend.put("ns", "k", {"v": 2}, only_new=True)
+
+
+async def test_a_delivery_claim_whose_answer_was_lost_is_staged(
+    backend: AwsBackend, backoffs: list[float]
+) -> None:
+    AppliedThenLost(backend.clients.dynamodb, "dynamodb.PutItem")
+    task = delivery("a9", "https://p.example/inbox")
+    assert await backend.submit([task]) == 1
+    assert await staged_inboxes(backend) == [["https://p.example/inbox"]]
+    assert await backend.submit([task]) == 0
+
+
+async def test_an_expired_claim_is_taken_again_before_dynamodb_removes_it(
+    backend: AwsBackend,
+) -> None:
+    assert await backend.claim("leases", "x", 60, by="first")
+    assert not await backend.claim("leases", "x", 60, by="second")
+    assert await backend.claim("leases", "y", -1, by="first")
+    assert await backend.claim("leases", "y", 60, by="second")
+    assert (await backend.get("leases", "y") or {})["by"] == "second"
+
+
+async def test_a_user_whose_creating_write_lost_its_answer_is_whole(
+    backend: AwsBackend, backoffs: list[float]
+) -> None:
+    from mumble.users import Users
+
+    AppliedThenLost(backend.clients.dynamodb, "dynamodb.PutItem")
+    user, _token = await Users(backend).create("carol")
+    assert (await backend.get("users", "carol") or {})["public_key_pem"] == (
+        user.public_key_pem
+    )
+    assert await backend.get("private-keys", "carol") is not None
 
 
 def inbound(ident: str, **payload: Any) -> Task:

@@ -104,6 +104,38 @@ async def test_an_inbound_like_is_translated_and_counted_once(
         assert await backend.get("counts", POST) == {"likes": 1}
 
 
+async def test_a_post_is_fanned_out_by_the_outbound_workflow(
+    backend: AwsBackend, container: Container
+) -> None:
+    fed = Federation(Settings(origin=ORIGIN, backend="aws"), backend)
+    await fed.users.create("alice")
+    followers = [f"https://s{i}.example/users/u{j}" for i in range(3) for j in range(2)]
+    for actor in followers:
+        inbox = actor.rsplit("/users/", 1)[0] + "/inbox"
+        await backend.put(
+            "followers", f"alice {actor}", {"actor": actor, "inbox": inbox}
+        )
+
+    activity = await fed.posts.create("alice", {"type": "Note", "content": "hi"})
+    # The owner's request stored the post and staged one task, nothing more.
+    assert await backend.staging.keys("outbound/deliver/") == []
+    [key] = await backend.staging.keys("outbound/tasks/")
+    assert key.startswith("outbound/tasks/fanout/")
+
+    result = await invoke(
+        container, steps.translate_outbound, object_created(BUCKET, key)
+    )
+    assert result["status"] == "done"
+    assert await backend.staging.read(key) is None
+    [group] = await backend.staging.keys("outbound/deliver/")
+    staged = await backend.staging.read(group)
+    assert staged is not None and staged["activity"] == activity["id"]
+    assert sorted(t["payload"]["inbox"] for t in staged["tasks"]) == [
+        f"https://s{i}.example/inbox" for i in range(3)
+    ]
+    await fed.fetcher.close()
+
+
 async def test_a_dropped_inbound_activity_is_quarantined(
     backend: AwsBackend, container: Container
 ) -> None:
@@ -301,6 +333,60 @@ async def test_a_staged_delivery_is_expanded_pushed_and_settled(
     # Settled, the deliveries may be submitted again.
     assert await fed.delivery.send("alice", activity, [ok, gone]) == 2
     await fed.fetcher.close()
+
+
+def delivery_task(activity: str, inbox: str) -> Task:
+    return Task(
+        f"deliver:{activity} {inbox}",
+        "deliver",
+        {"activity": activity, "username": "alice", "inbox": inbox},
+    )
+
+
+async def test_settle_without_results_refuses_and_keeps_the_deliveries(
+    backend: AwsBackend, container: Container
+) -> None:
+    inboxes = ["https://p.example/inbox", "https://q.example/inbox"]
+    assert await backend.submit([delivery_task("a1", i) for i in inboxes]) == 2
+    [key] = await backend.staging.keys("outbound/deliver/")
+
+    for event in (
+        {"bucket": BUCKET, "key": key},
+        {"bucket": BUCKET, "key": key, "results": None},
+    ):
+        with pytest.raises(MalformedEvent, match="results"):
+            await invoke(container, steps.settle, event)
+    assert await backend.staging.read(key) is not None
+    # Still claimed: submitting them again is a duplicate.
+    assert await backend.submit([delivery_task("a1", i) for i in inboxes]) == 0
+
+
+async def test_settle_counts_a_delivery_missing_from_the_results_as_failed(
+    backend: AwsBackend, container: Container
+) -> None:
+    tasks = [delivery_task("a2", f"https://{h}.example/inbox") for h in "pq"]
+    assert await backend.submit(tasks) == 2
+    [key] = await backend.staging.keys("outbound/deliver/")
+    results = [
+        {"id": tasks[0].id, "inbox": "https://p.example/inbox", "status": "done"}
+    ]
+
+    settled = await invoke(
+        container,
+        steps.settle,
+        {"bucket": BUCKET, "key": key, "reason": "", "results": results},
+    )
+    assert (settled["delivered"], settled["failed"]) == (1, 1)
+    kept = await backend.staging.read(settled["quarantined"])
+    assert kept is not None and [f["id"] for f in kept["failures"]] == [tasks[1].id]
+
+
+@pytest.mark.parametrize("event", [[1, 2], "x", None, 7])
+async def test_push_refuses_an_event_that_is_not_an_object(
+    container: Container, event: Any
+) -> None:
+    with pytest.raises(MalformedEvent, match="JSON object"):
+        await invoke(container, steps.push, event)
 
 
 async def test_the_settings_of_tasks_come_from_the_environment(

@@ -83,6 +83,17 @@ async def test_recorded_http_api_event_keeps_raw_query_and_cookies(
     assert result["isBase64Encoded"] is False
 
 
+async def test_rest_cookie_headers_reach_the_app_as_one(
+    echo_adapter: LambdaAdapter,
+) -> None:
+    event = v1_event(
+        "GET", "/x", [("Host", API_DOMAIN), ("Cookie", "a=1"), ("cookie", "b=2")]
+    )
+    doc = seen(await echo_adapter.handle(event))
+    assert doc["cookies"] == {"a": "1", "b": "2"}
+    assert received_headers(doc, "Cookie") == ["a=1; b=2"]
+
+
 async def test_function_url_event_is_served(echo_adapter: LambdaAdapter) -> None:
     doc = seen(await echo_adapter.handle(recorded("lambdaFunctionUrlEvent")))
     assert doc["raw_path"] == "/"
@@ -299,6 +310,11 @@ def malformed_events() -> list[tuple[str, Any]]:
         ("body not a string", changed(http, body=12)),
         ("flag not a boolean", changed(http, isBase64Encoded="yes")),
         ("bad base64", changed(http, body="not base64!", isBase64Encoded=True)),
+        ("non-ASCII base64", changed(http, body="aGk\u00e9", isBase64Encoded=True)),
+        (
+            "non-ASCII base64, REST",
+            changed(rest, body="\u00ff==", isBase64Encoded=True),
+        ),
         ("lone surrogate", changed(http, body="\ud800", isBase64Encoded=False)),
         ("surrogate in path", changed(http, rawPath="/\udcff")),
         ("requestContext a string", changed(http, requestContext="x")),

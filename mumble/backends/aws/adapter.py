@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import json
 import logging
@@ -246,9 +245,21 @@ def _string_lists(event: Mapping[str, Any], name: str) -> dict[str, list[str]] |
 def _v1_headers(event: Mapping[str, Any]) -> list[tuple[str, str]]:
     # multiValueHeaders holds every value; headers only the last of each.
     multi = _string_lists(event, "multiValueHeaders")
-    if multi is not None:
-        return [(name, v) for name, values in multi.items() for v in values]
-    return list(_string_map(event, "headers").items())
+    if multi is None:
+        return list(_string_map(event, "headers").items())
+    headers = [
+        (name, v)
+        for name, values in multi.items()
+        if name.lower() != "cookie"
+        for v in values
+    ]
+    # HTTP/1.1 allows one Cookie line; aiohttp reads only the first of many.
+    cookies = [
+        v for name, values in multi.items() if name.lower() == "cookie" for v in values
+    ]
+    if cookies:
+        headers.append(("Cookie", "; ".join(cookies)))
+    return headers
 
 
 def _v2_headers(event: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -331,10 +342,11 @@ def _body(event: Mapping[str, Any], limit: int) -> bytes:
         body = (
             base64.b64decode(text, validate=True) if encoded else text.encode("utf-8")
         )
-    except binascii.Error as exc:
-        raise MalformedEvent("the body is not valid base64") from exc
     except UnicodeEncodeError as exc:
         raise MalformedEvent("the body is not UTF-8") from exc
+    except ValueError as exc:
+        # binascii.Error, or a non-ASCII character in what should be base64.
+        raise MalformedEvent("the body is not valid base64") from exc
     if len(body) > limit:
         raise PayloadTooLarge(f"the body is over {limit} bytes")
     return body

@@ -2,7 +2,10 @@
 
 Records are DynamoDB items (layout in :mod:`.tables`). ``put(only_new=True)``
 is a conditional write, so of concurrent writers exactly one gets True and
-the others False, and nothing is written twice. ``delete`` returns the old
+the others False, and nothing is written twice. Each such write carries a
+token of its own: when botocore retries a write whose answer was lost, the
+retry fails its condition on the item the first try stored, and the token
+tells that this call was the writer. ``delete`` returns the old
 item from the same call. ``query`` is one DynamoDB Query per page (never a
 Scan), ordered and bounded by the sort key. Reads are strongly consistent.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Collection, Sequence
@@ -31,7 +35,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from ..base import Backend, Record, Task, TaskRunner
+from ..base import Backend, Record, Task, TaskRunner, storable_key
 from .bucket import DELIVERY_GROUP_SIZE, delivery_key, inbound_key, media_key, task_key
 from .clients import AwsClients, error_code
 from .parameters import PRIVATE_KEYS, Parameters
@@ -41,7 +45,6 @@ from .tables import (
     add_update,
     item_of,
     key_of,
-    storable_key,
     table_for,
     value_of,
 )
@@ -54,6 +57,10 @@ CLAIMS = "delivery-claims"
 CLAIM_SECONDS = 7 * 24 * 3600
 #: Conditional writes in flight at once when claiming many deliveries.
 CLAIM_CONCURRENCY = 32
+#: The attribute naming who wrote an item conditionally, and the deployed
+#: tables' time-to-live attribute.
+WRITER = "writer"
+EXPIRES = "expires"
 
 
 class AwsBackend(Backend):
@@ -112,18 +119,43 @@ class AwsBackend(Backend):
     ) -> bool:
         if ns == PRIVATE_KEYS:
             return await self.parameters.put(key, value, only_new)
-        request: dict[str, Any] = {
-            "TableName": table_for(self.settings, ns),
-            "Item": item_of(ns, key, value),
-        }
+        table, item = table_for(self.settings, ns), item_of(ns, key, value)
         if only_new:
-            request["ConditionExpression"] = "attribute_not_exists(pk)"
+            return await self._insert(table, item)
+        await self._dynamodb.put_item(TableName=table, Item=item)
+        return True
+
+    async def _insert(
+        self,
+        table: str,
+        item: dict[str, Any],
+        condition: str = "attribute_not_exists(pk)",
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """Write ``item`` if ``condition`` holds; True if this call wrote it."""
+        token = secrets.token_hex(16)
+        request: dict[str, Any] = {
+            "TableName": table,
+            "Item": item | {WRITER: {"S": token}},
+            "ConditionExpression": condition,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if values:
+            request["ExpressionAttributeValues"] = values
         try:
             await self._dynamodb.put_item(**request)
         except ClientError as exc:
-            if only_new and error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            existing = exc.response.get("Item")
+            if existing is None:
+                response = await self._dynamodb.get_item(
+                    TableName=table,
+                    Key={"pk": item["pk"], "sk": item["sk"]},
+                    ConsistentRead=True,
+                )
+                existing = response.get("Item") or {}
+            return bool(existing.get(WRITER, {}).get("S") == token)
         return True
 
     async def delete(self, ns: str, key: str) -> dict[str, Any] | None:
@@ -269,20 +301,24 @@ class AwsBackend(Backend):
                 raise
         return len(claimed)
 
+    async def claim(self, ns: str, key: str, seconds: float, **value: Any) -> bool:
+        """Take ``ns``/``key`` for ``seconds`` unless another holds it still.
+
+        A claim past its time can be taken again at once: DynamoDB's TTL may
+        take days to remove an expired item.
+        """
+        now = time.time()
+        item = item_of(ns, key, value)
+        item[EXPIRES] = {"N": str(int(now + seconds))}
+        return await self._insert(
+            table_for(self.settings, ns),
+            item,
+            f"attribute_not_exists(pk) OR {EXPIRES} < :now",
+            {":now": {"N": str(int(now))}},
+        )
+
     async def _claim(self, task_id: str, activity: str) -> bool:
-        item = item_of(CLAIMS, task_id, {"activity": activity})
-        item["expires"] = {"N": str(int(time.time() + CLAIM_SECONDS))}
-        try:
-            await self._dynamodb.put_item(
-                TableName=table_for(self.settings, CLAIMS),
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return await self.claim(CLAIMS, task_id, CLAIM_SECONDS, activity=activity)
 
     async def release_claims(self, task_ids: Sequence[str]) -> None:
         """Let these deliveries be submitted again (their workflow has settled)."""

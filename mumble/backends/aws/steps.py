@@ -153,6 +153,8 @@ async def expand(ctx: StepContext, event: Mapping[str, Any]) -> dict[str, Any]:
 
 async def push(ctx: StepContext, event: Mapping[str, Any]) -> dict[str, Any]:
     """Deliver to one inbox of a delivery object."""
+    if not isinstance(event, Mapping):
+        raise MalformedEvent("a delivery item is a JSON object")
     try:
         task = task_from(event.get("task"))
     except InvalidStagedObject as exc:
@@ -164,11 +166,12 @@ async def push(ctx: StepContext, event: Mapping[str, Any]) -> dict[str, Any]:
 async def settle(ctx: StepContext, event: Mapping[str, Any]) -> dict[str, Any]:
     """Finish a delivery object: remove it, or quarantine it with its failures."""
     ref = staged_ref(event, ctx.backend.settings.bucket, "deliver")
-    results = event.get("results", [])
+    # No results is not "nothing failed": removing the object on that word
+    # would lose every delivery it holds.
+    results = event.get("results")
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
         raise MalformedEvent("results must be a list of objects")
     reason = event.get("reason") or ""
-    failures = [r for r in results if r.get("status") != "done"]
     staging = ctx.backend.staging
     try:
         document = await staging.read(ref.key)
@@ -176,16 +179,25 @@ async def settle(ctx: StepContext, event: Mapping[str, Any]) -> dict[str, Any]:
         task_ids = [str(t["id"]) for t in tasks if isinstance(t, dict) and "id" in t]
     except InvalidStagedObject:
         task_ids = []
+    failures = [r for r in results if r.get("status") != "done"]
+    delivered = len(results) - len(failures)
+    reported = {r.get("id") for r in results}
+    failures += [
+        {"id": task_id, "status": "failed", "error": "no result for this delivery"}
+        for task_id in task_ids
+        if task_id not in reported
+    ]
     target = None
     if reason or failures:
-        why = str(reason or f"{len(failures)} of {len(results)} deliveries failed")
+        total = len(failures) + delivered
+        why = str(reason or f"{len(failures)} of {total} deliveries failed")
         target = await staging.quarantine(ref.key, why, failures)
     else:
         await staging.remove(ref.key)
     # Released only now, so an inbox cannot be staged again while it is pending.
     await ctx.backend.release_claims(task_ids)
     return ref.location | {
-        "delivered": len(results) - len(failures),
+        "delivered": delivered,
         "failed": len(failures),
         "quarantined": target,
     }

@@ -23,7 +23,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ...errors import BadRequest, PayloadTooLarge
+from ...errors import PayloadTooLarge
+from ..base import check_key
 from .settings import AwsSettings
 
 USER_NAMESPACES = frozenset(
@@ -38,8 +39,8 @@ USER_NAMESPACES = frozenset(
     }
 )
 COUNTER_PREFIX = "n:"
-#: DynamoDB refuses a sort key over 1024 bytes and an item over 400 KB.
-MAX_KEY_BYTES = 1024
+#: DynamoDB refuses an item over 400 KB (and a sort key over the contract's
+#: :data:`~mumble.backends.base.MAX_KEY_BYTES`).
 MAX_ITEM_BYTES = 400 * 1024
 
 Item = dict[str, dict[str, str]]
@@ -49,19 +50,13 @@ def table_for(settings: AwsSettings, ns: str) -> str:
     return settings.user_table if ns in USER_NAMESPACES else settings.object_table
 
 
-def storable_key(key: str) -> bool:
-    """Whether DynamoDB accepts ``key`` as a sort key: not empty, at most 1 KB."""
-    return 0 < len(key.encode()) <= MAX_KEY_BYTES
-
-
 def key_of(ns: str, key: str) -> Item:
     return {"pk": {"S": ns}, "sk": {"S": key}}
 
 
 def item_of(ns: str, key: str, value: Mapping[str, Any]) -> Item:
     """The item that stores a record; raise 4xx for what DynamoDB cannot hold."""
-    if not storable_key(key):
-        raise BadRequest(f"a {ns} key must have 1 to {MAX_KEY_BYTES} bytes")
+    check_key(ns, key)
     document = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     size = len(ns.encode()) + len(key.encode()) + len(document.encode()) + 16
     if size > MAX_ITEM_BYTES:
