@@ -24,10 +24,11 @@ from mumble.backends.aws import AwsBackend, AwsSettings, handlers, steps
 from mumble.backends.aws.bucket import inbound_key
 from mumble.backends.aws.counts import apply_stream
 from mumble.backends.aws.events import MalformedEvent
-from mumble.backends.aws.handlers import Container
-from mumble.backends.aws.steps import Step
+from mumble.backends.aws.handlers import Container, TransientAwsError
+from mumble.backends.aws.steps import Step, StepContext
 
 from . import application
+from .faults import Faults, s3_error
 from .samples import object_created, stream_record
 from .service import BUCKET, MotoService
 from .stream import stream_batches
@@ -102,6 +103,75 @@ async def test_an_inbound_like_is_translated_and_counted_once(
         outcome = await invoke(container, apply_stream, objects_batch)
         assert outcome == {"batchItemFailures": []}
         assert await backend.get("counts", POST) == {"likes": 1}
+
+
+async def test_aws_failing_a_step_past_its_retries_is_a_named_transient_error(
+    backend: AwsBackend, container: Container, backoffs: list[float]
+) -> None:
+    task = inbound_task({"id": f"{BOB}/likes/9", "type": "Like", "actor": BOB})
+    assert await backend.submit([task]) == 1
+    key = inbound_key(task.id)
+    # The container's own clients: the fault goes where the step sends.
+    clients = (await asyncio.to_thread(container.invoke, _clients, None))["s3"]
+    slow = s3_error(503, "SlowDown")
+    Faults(clients, "s3.GetObject", [slow] * 20)
+
+    with pytest.raises(TransientAwsError, match="SlowDown"):
+        await invoke(container, steps.translate_inbound, object_created(BUCKET, key))
+    assert len(backoffs) >= 3, "botocore retried first"
+    assert await backend.staging.read(key) is not None, "the work is kept"
+
+
+async def _clients(ctx: StepContext, event: Any) -> dict[str, Any]:
+    return {"s3": ctx.backend.clients.s3}
+
+
+async def test_a_step_failing_on_its_own_is_not_called_transient(
+    container: Container,
+) -> None:
+    async def broken(ctx: StepContext, event: Any) -> dict[str, Any]:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        await invoke(container, broken, {})
+
+
+async def test_one_object_translated_by_two_executions_at_once_runs_once(
+    backend: AwsBackend, moto_service: MotoService
+) -> None:
+    await backend.put("objects", POST, {"object": {"id": POST}, "local": True})
+    environ = moto_service.environ() | {
+        "MUMBLE_APPLICATION": "tests.aws.application:app"
+    }
+    containers = [Container(environ), Container(environ)]
+    try:
+        for round_ in range(3):
+            like = {
+                "id": f"{BOB}/likes/race-{round_}",
+                "type": "Like",
+                "actor": BOB,
+                "object": POST,
+            }
+            task = inbound_task(like)
+            assert await backend.submit([task]) == 1
+            event = object_created(BUCKET, inbound_key(task.id))
+            application.likes.clear()
+
+            results = await asyncio.gather(
+                *(invoke(c, steps.translate_inbound, event) for c in containers)
+            )
+            assert sorted(r["status"] for r in results) in (
+                ["done", "done"],  # one after the other: the second found nothing
+                ["done", "retry"],
+            )
+            assert application.likes == [BOB], "the handler ran exactly once"
+            # The one that waited finds the work done when it comes back.
+            again = await invoke(containers[0], steps.translate_inbound, event)
+            assert (again["status"], again["reason"]) == ("done", "already handled")
+            assert application.likes == [BOB]
+    finally:
+        for c in containers:
+            await asyncio.to_thread(c.close)
 
 
 async def test_a_post_is_fanned_out_by_the_outbound_workflow(

@@ -23,6 +23,7 @@ from mumble.backends.aws.workflows import (
     PERMANENT_ERROR,
     STATISTICS,
     STEP_NAMES,
+    TRANSIENT_AWS_ERROR,
     TRANSIENT_ERROR,
     WORKFLOW_NAMES,
     RetryPolicy,
@@ -82,6 +83,14 @@ def test_every_step_and_every_execution_has_a_timeout() -> None:
             assert 0 < task["TimeoutSeconds"] <= 900, (name, task["Resource"])
             retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
             assert "States.Timeout" in retried, (name, task["Resource"])
+            assert TRANSIENT_AWS_ERROR in retried, (name, task["Resource"])
+
+
+def test_the_transient_aws_error_is_named_as_lambda_reports_it() -> None:
+    from mumble.backends.aws.handlers import TransientAwsError
+
+    # Lambda's Python runtime names an unhandled error by its class.
+    assert TransientAwsError.__name__ == TRANSIENT_AWS_ERROR
 
 
 def test_handlers_of_every_step_exist() -> None:

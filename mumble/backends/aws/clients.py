@@ -104,3 +104,43 @@ def error_code(exc: BaseException) -> str:
     if not isinstance(response, dict):
         return ""
     return str(response.get("Error", {}).get("Code", ""))
+
+
+#: Error codes of AWS that mean "later", not "never".
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "InternalServerError",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "SlowDown",
+        "ThrottledException",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "TransactionInProgressException",
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an AWS call failed in a way that another try may not."""
+    from botocore.exceptions import (  # type: ignore[import-untyped]
+        ConnectionError as BotoConnectionError,
+    )
+    from botocore.exceptions import (
+        ConnectTimeoutError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, BotoConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        return True
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return error_code(exc) in _TRANSIENT_CODES or (
+        isinstance(status, int) and status >= 500
+    )

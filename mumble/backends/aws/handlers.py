@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ...settings import Settings
 from ..base import Task, TaskOutcome
 from . import steps
+from .clients import is_transient
 from .counts import apply_stream
 from .events import MalformedEvent
 from .settings import PREFIX, AwsConfigurationError, AwsSettings
@@ -50,6 +51,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("mumble.aws.handlers")
 
 LambdaHandler = Callable[[Any, Any], dict[str, Any]]
+
+
+class TransientAwsError(Exception):
+    """S3, DynamoDB or SSM still failing after botocore's own retries.
+
+    Lambda reports it by this class's name, which every workflow task
+    retries with backoff (:data:`.workflows.TRANSIENT_AWS_ERROR`).
+    """
 
 
 class Container:
@@ -86,6 +95,11 @@ class Container:
         except MalformedEvent as exc:
             log.warning("refused a %s event: %s", step.__name__, exc.message)
             raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s: AWS is not answering yet: %s", step.__name__, exc)
+            raise TransientAwsError(f"{step.__name__}: {exc}") from exc
 
     async def run_task(self, task: Task) -> TaskOutcome:
         """Run one task, as a step does: on a federation built for it alone.

@@ -35,11 +35,20 @@ from typing import TYPE_CHECKING, Any
 from ..base import Task, TaskOutcome, TaskRunner
 from .events import MalformedEvent, staged_ref
 from .staging import InvalidStagedObject, task_document, task_from
+from .workflows import STEP_TIMEOUTS
 
 if TYPE_CHECKING:
     from .backend import AwsBackend
 
 log = logging.getLogger("mumble.aws.steps")
+
+#: Who is translating a staged object: held for as long as the step may run,
+#: so that one whose function was stopped is taken over afterwards.
+LEASES = "translate-leases"
+LEASE_SECONDS = (
+    max(STEP_TIMEOUTS["translate_inbound"], STEP_TIMEOUTS["translate_outbound"]) + 30
+)
+LEASE_WAIT_SECONDS = 30
 
 #: A runner that fails unexpectedly is retried after 1, 2, 4 ... minutes and
 #: given up at the fifth failure, as on the embedded backend.
@@ -113,9 +122,22 @@ async def _translate(
             "attempts": ref.attempts,
         }
     task = replace(task, attempts=task.attempts + ref.attempts)
-    result = await run_task(ctx.runner, task)
-    if result["status"] == "done":
-        await staging.remove(ref.key)
+    # S3 and EventBridge may start two executions for one object; only one
+    # runs it at a time, and the other comes back when it has finished.
+    if not await ctx.backend.claim(LEASES, ref.key, LEASE_SECONDS):
+        return ref.location | {
+            "status": "retry",
+            "reason": "another execution is running it",
+            "retry_at": time.time() + LEASE_WAIT_SECONDS,
+            "wait_seconds": LEASE_WAIT_SECONDS,
+            "attempts": ref.attempts,
+        }
+    try:
+        result = await run_task(ctx.runner, task)
+        if result["status"] == "done":
+            await staging.remove(ref.key)
+    finally:
+        await ctx.backend.delete(LEASES, ref.key)
     counted = int(result.pop("counted", False))
     return ref.location | result | {"attempts": ref.attempts + counted}
 

@@ -32,7 +32,9 @@ The workflows:
     the Catch records in the item's result without retrying. Settle then
     removes the staged object, or quarantines it with the failures.
 
-Every Lambda task also retries Lambda's own transient errors.
+Every Lambda task also retries Lambda's own transient errors, and
+:data:`TRANSIENT_AWS_ERROR`: S3, DynamoDB or SSM still throttling or failing
+a step after botocore's retries.
 
 The tests execute these definitions in moto's Step Functions interpreter,
 with stub Lambda functions, and read the execution history (Map and its
@@ -64,6 +66,9 @@ STATISTICS = "statistics"
 HANDLERS_MODULE = "mumble.backends.aws.handlers"
 
 TRANSIENT_ERROR = "Mumble.TransientDeliveryError"
+#: What a step's handler raises when AWS itself keeps failing it (the name
+#: of :class:`.handlers.TransientAwsError`, as Lambda reports it).
+TRANSIENT_AWS_ERROR = "TransientAwsError"
 PERMANENT_ERROR = "Mumble.PermanentDeliveryError"
 LAMBDA_ERRORS = (
     "Lambda.ServiceException",
@@ -116,6 +121,10 @@ DELIVERY_RETRY = RetryPolicy(
 LAMBDA_RETRY = RetryPolicy(
     interval_seconds=2, backoff_rate=2.0, max_attempts=6, max_delay_seconds=60
 )
+#: 5 s, 10 s ... capped at 5 minutes: about half an hour for AWS to recover.
+AWS_RETRY = RetryPolicy(
+    interval_seconds=5, backoff_rate=2.0, max_attempts=10, max_delay_seconds=300
+)
 
 
 def handler_names() -> dict[str, str]:
@@ -130,7 +139,10 @@ def _task(
         "Type": "Task",
         "Resource": arn,
         "TimeoutSeconds": STEP_TIMEOUTS[step],
-        "Retry": [LAMBDA_RETRY.retrier(LAMBDA_ERRORS)],
+        "Retry": [
+            LAMBDA_RETRY.retrier(LAMBDA_ERRORS),
+            AWS_RETRY.retrier((TRANSIENT_AWS_ERROR,)),
+        ],
         **fields,
     }
     if next_state is None:
