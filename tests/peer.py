@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mumble.errors import FetchError
 from mumble.jsonld import CONTEXT
 from mumble.signatures import (
     PublicKey,
@@ -154,10 +155,14 @@ class Peer:
     async def _key_of_sender(self, key_id: str, refresh: bool) -> PublicKey:
         assert self.session is not None
         url = key_id.split("#", 1)[0]
-        async with self.session.get(
-            url, headers={"Accept": "application/activity+json"}
-        ) as resp:
-            doc = await resp.json(content_type=None)
+        try:
+            async with self.session.get(
+                url, headers={"Accept": "application/activity+json"}
+            ) as resp:
+                doc = await resp.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            # Recorded as a delivery that did not verify, as a server would.
+            raise FetchError(f"{url}: {exc}") from exc
         key = doc["publicKey"]
         return PublicKey(key["id"], doc["id"], load_public_key(key["publicKeyPem"]))
 

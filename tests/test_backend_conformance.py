@@ -79,6 +79,16 @@ async def test_keys_past_the_limit_are_refused_and_found_nowhere(
     assert [r.key for r in await backend.query("ns")] == [longest]
 
 
+async def test_objects_as_large_as_a_request_are_kept_whole(backend: Backend) -> None:
+    big = {"object": {"content": "\u00e9" * (600 * 1024)}, "n": [1.5, None]}
+    for ns in ("objects", "activities", "outgoing"):
+        assert await backend.put(ns, "https://x.example/n/1", big)
+        assert await backend.get(ns, "https://x.example/n/1") == big
+        assert [r.value for r in await backend.query(ns)] == [big]
+        assert await backend.delete(ns, "https://x.example/n/1") == big
+        assert await backend.get(ns, "https://x.example/n/1") is None
+
+
 async def test_query_orders_pages_and_filters_by_prefix(backend: Backend) -> None:
     for key in ("a 3", "a 1", "a 2", "b 1", "a", "a 10"):
         await backend.put("q", key, {"key": key})

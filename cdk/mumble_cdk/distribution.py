@@ -11,10 +11,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from .config import ConfigError, CustomDomain
-
-ORIGINAL_HOST = "X-Mumble-Original-Host"
-ORIGINAL_DATE = "X-Mumble-Original-Date"
-ORIGIN_SECRET = "X-Mumble-Origin-Secret"
+from .package import ORIGIN_SECRET, ORIGINAL_DATE, ORIGINAL_HOST
 
 #: CloudFront sends the API's own host name to API Gateway, and a signature
 #: covers the Host and Date the peer sent: both are passed on in headers of

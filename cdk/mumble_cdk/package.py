@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from mumble.backends.aws import bucket, parameters, settings, workflows
+from mumble.backends.aws import access, adapter, bucket, parameters, settings, workflows
 
 Definition = dict[str, Any]
 
@@ -31,11 +31,25 @@ _HANDLERS = {name: check_handler(h) for name, h in workflows.handler_names().ite
 STEP_HANDLERS: dict[str, str] = {step: _HANDLERS[step] for step in STEPS}
 STATISTICS_HANDLER: str = _HANDLERS[workflows.STATISTICS]
 
+#: The headers CloudFront passes the viewer's Host and Date in, and the one
+#: proving a request came through it: the API's adapter reads these.
+ORIGINAL_HOST: str = adapter.ORIGINAL_HOST
+ORIGINAL_DATE: str = adapter.ORIGINAL_DATE
+ORIGIN_SECRET: str = adapter.ORIGIN_SECRET
+
+#: What each function may do, by function name (the steps' names, and these).
+ACCESS: Mapping[str, access.Access] = access.ACCESS
+API_FUNCTION = "api"
+STATISTICS_FUNCTION: str = workflows.STATISTICS
+USER_TABLE: str = access.USER_TABLE
+OBJECT_TABLE: str = access.OBJECT_TABLE
+
 #: The bucket's prefixes the backend reads and writes, each granted by name.
 MEDIA_PREFIX: str = bucket.MEDIA
 QUARANTINE_PREFIX: str = bucket.QUARANTINE
 BACKEND_PREFIXES: tuple[str, ...] = (
     MEDIA_PREFIX,
+    bucket.OBJECTS,
     *bucket.STAGED_PREFIXES.values(),
     QUARANTINE_PREFIX,
 )

@@ -20,20 +20,8 @@ from .functions import FunctionSettings, MumbleFunction
 from .object_store import ObjectStore
 from .statistics import Statistics
 from .tables import RecordTable
-from .user_pool import IDENTITY_ID, UserPool
+from .user_pool import USERNAME, UserPool
 from .workflows import DispatcherWorkflows, pascal
-
-#: What the backend does to its tables (see ``mumble.backends.aws.backend``).
-TABLE_ACTIONS = (
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:Query",
-    "dynamodb:BatchWriteItem",
-)
-#: What it does to objects; each prefix is granted by name.
-OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
 
 
 class MumbleStack(Stack):
@@ -197,32 +185,48 @@ class MumbleStack(Stack):
 
     # grants
 
+    def functions_by_name(self) -> dict[str, MumbleFunction]:
+        """Every function, by the name its access is declared under."""
+        return {
+            package.API_FUNCTION: self.api.handler,
+            **self.workflows.step_functions,
+            package.STATISTICS_FUNCTION: self.statistics.handler,
+        }
+
     def _grant(self) -> None:
+        """Each function gets what the package declares it does, and no more."""
         bucket = self.object_store.bucket
-        tables = [self.user_table.table.table_arn, self.object_table.table.table_arn]
-        backend_functions = [self.api.handler, *self.workflows.step_functions.values()]
-        for function in [*backend_functions, self.statistics.handler]:
-            _allow(function, TABLE_ACTIONS, tables)
-        for function in backend_functions:
-            _allow(
-                function,
-                OBJECT_ACTIONS,
-                [bucket.arn_for_objects(f"{p}*") for p in package.BACKEND_PREFIXES],
-                wildcards="S3 objects are granted by key prefix; each prefix is "
-                "one the backend keeps (media, staged work, quarantine).",
-            )
-            # Without it a missing object reads as 403 instead of 404.
-            _allow(function, ["s3:ListBucket"], [bucket.bucket_arn])
-            _allow(
-                function,
-                ["ssm:GetParameter"],
-                [
-                    self._parameter_arn(package.DOMAIN_PARAMETER),
-                    self._parameter_arn(f"{package.PRIVATE_KEYS}/*"),
-                ],
-                wildcards="One SecureString per local user, named by the user; "
-                "read to sign requests.",
-            )
+        tables = {
+            package.USER_TABLE: self.user_table.table.table_arn,
+            package.OBJECT_TABLE: self.object_table.table.table_arn,
+        }
+        for name, function in self.functions_by_name().items():
+            access = package.ACCESS[name]
+            for table, actions in access.tables.items():
+                _allow(function, actions, [tables[table]])
+            for prefix, actions in sorted(access.objects.items()):
+                resource = bucket.arn_for_objects(f"{prefix}*")
+                _allow(
+                    function,
+                    actions,
+                    [resource],
+                    wildcards=f"Objects are granted by key prefix: {prefix} is "
+                    "one of the backend's own (see mumble.backends.aws.bucket).",
+                )
+            if access.reads_objects:
+                # Without it a missing object reads as 403 instead of 404.
+                _allow(function, ["s3:ListBucket"], [bucket.bucket_arn])
+            if access.parameters:
+                _allow(
+                    function,
+                    ["ssm:GetParameter"],
+                    [
+                        self._parameter_arn(package.DOMAIN_PARAMETER),
+                        self._parameter_arn(f"{package.PRIVATE_KEYS}/*"),
+                    ],
+                    wildcards="One SecureString per local user, named by the "
+                    "user; read to sign requests.",
+                )
         for name, machine in self.workflows.state_machines.items():
             machine.add_to_role_policy(
                 iam.PolicyStatement(
@@ -234,15 +238,16 @@ class MumbleStack(Stack):
                 )
             )
         # A signed-in owner writes into their own folder and nowhere else.
-        own_media = bucket.arn_for_objects(f"{package.MEDIA_PREFIX}{IDENTITY_ID}/*")
+        own_media = bucket.arn_for_objects(f"{package.MEDIA_PREFIX}{USERNAME}/*")
         self.user_pool.upload_role.add_to_policy(
             iam.PolicyStatement(actions=["s3:PutObject"], resources=[own_media])
         )
         nag.acknowledge_wildcards(
             self.user_pool.upload_role,
             [own_media],
-            "The prefix is the caller's own Cognito identity id: each owner "
-            "writes new files into their own folder only.",
+            "The prefix is the caller's own username, a session tag the "
+            "identity pool sets from the ID token: each owner writes new "
+            "files into their own folder only.",
         )
         bucket.add_to_resource_policy(
             iam.PolicyStatement(

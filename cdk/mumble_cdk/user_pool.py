@@ -8,16 +8,20 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 IDENTITY_SERVICE = "cognito-identity.amazonaws.com"
-#: The signed-in identity's id, as an IAM policy variable.
-IDENTITY_ID = "${" + IDENTITY_SERVICE + ":sub}"
+#: The session tag the identity pool sets from the ID token's username, and
+#: that tag as an IAM policy variable: the owner's own media prefix is named
+#: by it, as the presigned uploads of the API name it.
+USERNAME_TAG = "username"
+USERNAME = "${aws:PrincipalTag/" + USERNAME_TAG + "}"
 
 
 class UserPool(Construct):
     """Accounts are created by the operator only; nobody signs up.
 
-    ``upload_role`` is what a signed-in owner gets from the identity pool.
-    It starts with no permission: the stack grants it a write into the
-    owner's own media prefix.
+    ``upload_role`` is what a signed-in owner gets from the identity pool,
+    with their username as the session tag :data:`USERNAME_TAG`. It starts
+    with no permission: the stack grants it a write into the owner's own
+    media prefix.
     """
 
     def __init__(
@@ -91,8 +95,16 @@ class UserPool(Construct):
                     },
                 },
                 assume_role_action="sts:AssumeRoleWithWebIdentity",
-            ),
+            ).with_session_tags(),
             max_session_duration=Duration.hours(1),
+        )
+        cognito.CfnIdentityPoolPrincipalTag(
+            self,
+            "UsernameTag",
+            identity_pool_id=self.identity_pool.ref,
+            identity_provider_name=self.user_pool.user_pool_provider_name,
+            principal_tags={USERNAME_TAG: "cognito:username"},
+            use_defaults=False,
         )
         cognito.CfnIdentityPoolRoleAttachment(
             self,

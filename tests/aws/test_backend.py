@@ -43,13 +43,58 @@ async def test_records_sit_in_their_namespace_table_as_json(
 ) -> None:
     document = {"f": 1.5, "big": 2**70, "nested": [None, True, {"é": ""}]}
     await backend.put("users", "alice", document)
-    await backend.put("objects", "https://x.example/n/1", document)
+    await backend.put("replies", "https://x.example/n/1", document)
 
     user = await stored_item(backend, USER_TABLE, "users", "alice")
     assert json.loads(user["value"]["S"]) == document
     assert await stored_item(backend, OBJECT_TABLE, "users", "alice") is None
-    assert await stored_item(backend, OBJECT_TABLE, "objects", "https://x.example/n/1")
-    assert await backend.get("objects", "https://x.example/n/1") == document
+    reply = await stored_item(backend, OBJECT_TABLE, "replies", "https://x.example/n/1")
+    assert json.loads(reply["value"]["S"]) == document
+    assert await backend.get("replies", "https://x.example/n/1") == document
+
+
+async def documents(backend: AwsBackend) -> list[str]:
+    return sorted(await backend.staging.keys("objects/"))
+
+
+async def test_objects_and_activities_are_documents_in_s3_that_items_point_at(
+    backend: AwsBackend,
+) -> None:
+    key = "https://social.example/users/alice/posts/1"
+    first = {"object": {"id": key, "content": "x" * (500 * 1024)}}
+    assert await backend.put("objects", key, first)
+
+    [place] = await documents(backend)
+    assert place.startswith("objects/objects/")
+    item = await stored_item(backend, OBJECT_TABLE, "objects", key)
+    assert set(item) == {"pk", "sk", "document"} and item["document"]["S"] == place
+    assert await backend.get("objects", key) == first
+
+    # An overwrite moves the item to a new document and removes the old one.
+    assert await backend.put("objects", key, {"object": {"id": key}})
+    [moved] = await documents(backend)
+    assert moved != place and await backend.get("objects", key) == {
+        "object": {"id": key}
+    }
+    # A losing writer leaves the winner's document alone, and none of its own.
+    assert not await backend.put("objects", key, {"late": True}, only_new=True)
+    assert await documents(backend) == [moved]
+    assert [r.value for r in await backend.query("objects")] == [
+        {"object": {"id": key}}
+    ]
+
+    assert await backend.delete("objects", key) == {"object": {"id": key}}
+    assert await documents(backend) == []
+    assert await backend.get("objects", key) is None
+
+
+async def test_a_document_write_whose_answer_was_lost_keeps_its_document(
+    backend: AwsBackend, backoffs: list[float]
+) -> None:
+    AppliedThenLost(backend.clients.dynamodb, "dynamodb.PutItem")
+    assert await backend.put("activities", "a", {"v": 1})
+    assert await backend.get("activities", "a") == {"v": 1}
+    assert len(await documents(backend)) == 1
 
 
 async def test_private_keys_are_secure_parameters_not_records(

@@ -132,7 +132,7 @@ def provision(endpoint: str) -> Deployment:
 
     client("s3").create_bucket(Bucket=bucket)
     for table in (users, objects):
-        create_record_table(client("dynamodb"), table)
+        create_record_table(client("dynamodb"), table, streams=True)
     client("ssm").put_parameter(Name=f"{prefix}/domain", Value=DOMAIN, Type="String")
     idp = client("cognito-idp")
     pool_id, client_id, _ = _pool_with_alice(idp, f"owners-{suffix}")
@@ -169,17 +169,22 @@ async def create_alice(environ: dict[str, str]) -> None:
         await fed.close()
 
 
-@pytest.fixture
-def deployment(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Deployment:
+def deploy(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Deployment:
+    """A provisioned deployment with alice, and the credentials Lambda gives."""
     # The default credential chain is what the function uses in Lambda.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", MOTO_CREDENTIALS["aws_access_key_id"])
     monkeypatch.setenv(
         "AWS_SECRET_ACCESS_KEY", MOTO_CREDENTIALS["aws_secret_access_key"]
     )
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    deployment = provision(moto_endpoint)
+    deployment = provision(endpoint)
     asyncio.run(create_alice(deployment.environ))
     return deployment
+
+
+@pytest.fixture
+def deployment(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Deployment:
+    return deploy(moto_endpoint, monkeypatch)
 
 
 @pytest.fixture

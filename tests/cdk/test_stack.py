@@ -12,6 +12,7 @@ import pytest
 from aws_cdk import assertions
 
 from mumble.backends.aws import AwsSettings, workflows
+from mumble.backends.aws.adapter import ORIGIN_SECRET
 from mumble.backends.aws.api import ApiSettings
 from mumble_cdk import package
 from mumble_cdk.workflows import placeholders, substitution_key, task_states
@@ -179,15 +180,37 @@ def test_failed_executions_and_undelivered_events_reach_an_alarmed_queue(
             ref["Ref"] for ref in failed[0]["EventPattern"]["detail"]["stateMachineArn"]
         ) == sorted(machines_by_workflow(template).values())
         assert failed[0]["Targets"][0]["Arn"] == queue
-        alarms = [
-            alarm["Properties"]
-            for alarm in resources(template, "AWS::CloudWatch::Alarm").values()
-            if alarm["Properties"]["Dimensions"][0]["Value"]
-            == {"Fn::GetAtt": [queue["Fn::GetAtt"][0], "QueueName"]}
-        ]
+        alarms = alarms_on(template, queue["Fn::GetAtt"][0])
         assert len(alarms) == 1
         assert alarms[0]["MetricName"] == "ApproximateNumberOfMessagesVisible"
         assert alarms[0]["Threshold"] == threshold
+
+
+def statistics_failures(template: Template) -> str:
+    (name,) = [n for n in resources(template, "AWS::SQS::Queue") if "Statistics" in n]
+    return name
+
+
+def alarms_on(template: Template, queue: str) -> list[dict[str, Any]]:
+    """The alarms watching the queue with logical id ``queue``."""
+    return [
+        alarm["Properties"]
+        for alarm in resources(template, "AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"]["Dimensions"][0]["Value"]
+        == {"Fn::GetAtt": [queue, "QueueName"]}
+    ]
+
+
+@pytest.mark.parametrize(("stage", "threshold"), [("prod", 1), ("dev", 10)])
+def test_records_the_statistics_could_not_count_raise_an_alarm(
+    synthesis: Synthesis, stage: str, threshold: int
+) -> None:
+    template = synthesis.templates[stage]
+    [alarm] = alarms_on(template, statistics_failures(template))
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["Threshold"] == threshold
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
 
 
 def workflow_failures(template: Template) -> dict[str, Any]:
@@ -295,7 +318,9 @@ def test_cloudfront_function_forwards_host_and_date_on_viewer_request(
         o for o in config["Origins"] if o["Id"] == default["TargetOriginId"]
     )
     (header,) = api_origin["OriginCustomHeaders"]
-    assert header["HeaderName"] == "X-Mumble-Origin-Secret"
+    # The name the API's adapter reads (header names know no case).
+    assert header["HeaderName"].lower() == ORIGIN_SECRET
+    assert header["HeaderName"].lower() == "x-mumble-origin-secret"
     assert render(header["HeaderValue"]).startswith("{{resolve:secretsmanager:")
 
 
@@ -403,7 +428,7 @@ def test_upload_role_writes_only_into_the_callers_own_prefix(prod: Template) -> 
     trust = properties(prod, role[0])["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [
         {
-            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Action": ["sts:AssumeRoleWithWebIdentity", "sts:TagSession"],
             "Condition": {
                 "StringEquals": {
                     "cognito-identity.amazonaws.com:aud": {"Ref": identity_pool}
@@ -431,12 +456,18 @@ def test_upload_role_writes_only_into_the_callers_own_prefix(prod: Template) -> 
                     "",
                     [
                         {"Fn::GetAtt": [bucket, "Arn"]},
-                        "/media/${cognito-identity.amazonaws.com:sub}/*",
+                        "/media/${aws:PrincipalTag/username}/*",
                     ],
                 ]
             },
         }
     ]
+    # The tag is the username the ID token carries, as the API's presigned
+    # uploads use it.
+    _, tag = only(prod, "AWS::Cognito::IdentityPoolPrincipalTag")
+    assert tag["Properties"]["IdentityPoolId"] == {"Ref": identity_pool}
+    assert tag["Properties"]["PrincipalTags"] == {"username": "cognito:username"}
+    assert tag["Properties"]["UseDefaults"] is False
 
 
 # permissions
@@ -518,6 +549,64 @@ def test_the_wildcard_check_finds_wildcard_writes() -> None:
     assert len(wildcard_writes(template)) == 3
 
 
+STREAM_READS = frozenset(
+    {
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+        "dynamodb:ListStreams",
+    }
+)
+
+
+@pytest.mark.parametrize("stage", ["prod", "dev"])
+def test_each_function_is_granted_what_the_package_declares_and_no_more(
+    synthesis: Synthesis, stage: str
+) -> None:
+    stack, template = synthesis.stacks[stage], synthesis.templates[stage]
+
+    def logical_id(construct: Any) -> str:
+        return str(stack.get_logical_id(construct.node.default_child))
+
+    tables = {
+        package.USER_TABLE: f"{{{logical_id(stack.user_table.table)}.Arn}}",
+        package.OBJECT_TABLE: f"{{{logical_id(stack.object_table.table)}.Arn}}",
+    }
+    bucket = f"{{{logical_id(stack.object_store.bucket)}.Arn}}"
+    functions = stack.functions_by_name()
+    assert set(functions) == set(package.ACCESS)
+    for name, function in functions.items():
+        role = logical_id(function.role)
+        granted = {
+            (action, render(resource))
+            for owner, statement in policy_statements(template)
+            if properties(template, owner).get("Roles") == [{"Ref": role}]
+            and statement["Effect"] == "Allow"
+            for action in as_list(statement["Action"])
+            if action.split(":")[0] in ("dynamodb", "s3") and action not in STREAM_READS
+            for resource in as_list(statement["Resource"])
+        }
+        access = package.ACCESS[name]
+        expected = {
+            (action, tables[table])
+            for table, actions in access.tables.items()
+            for action in actions
+        } | {
+            (action, f"{bucket}/{prefix}*")
+            for prefix, actions in access.objects.items()
+            for action in actions
+        }
+        if access.reads_objects:
+            expected.add(("s3:ListBucket", bucket))
+        assert granted == expected, name
+        reads_parameters = any(
+            "ssm:GetParameter" in as_list(statement["Action"])
+            for owner, statement in policy_statements(template)
+            if properties(template, owner).get("Roles") == [{"Ref": role}]
+        )
+        assert reads_parameters == access.parameters, name
+
+
 def test_backend_functions_reach_only_the_backends_prefixes(prod: Template) -> None:
     bucket, _ = only_bucket_with_notifications(prod)
     object_resources = {
@@ -528,7 +617,7 @@ def test_backend_functions_reach_only_the_backends_prefixes(prod: Template) -> N
         for resource in as_list(statement["Resource"])
     }
     allowed = {f"{{{bucket}.Arn}}/{prefix}*" for prefix in package.BACKEND_PREFIXES}
-    allowed.add(f"{{{bucket}.Arn}}/media/${{cognito-identity.amazonaws.com:sub}}/*")
+    allowed.add(f"{{{bucket}.Arn}}/media/${{aws:PrincipalTag/username}}/*")
     assert object_resources == allowed
 
 
@@ -695,8 +784,19 @@ def test_outputs_name_everything_the_next_steps_need(prod: Template) -> None:
         "InboundStateMachineArn",
         "OutboundStateMachineArn",
         "DeliverStateMachineArn",
+        "WorkflowFailureQueueUrl",
+        "StatisticsFailureQueueUrl",
     } <= outputs
     assert prod["Outputs"]["ParameterPrefix"]["Value"] == "/mumble/prod"
+    queues = {
+        name: {"Ref": logical}
+        for name, logical in (
+            ("WorkflowFailureQueueUrl", workflow_failures(prod)["Fn::GetAtt"][0]),
+            ("StatisticsFailureQueueUrl", statistics_failures(prod)),
+        )
+    }
+    for name, url in queues.items():
+        assert prod["Outputs"][name]["Value"] == url
 
 
 def test_stage_decides_protection(synthesis: Synthesis) -> None:

@@ -9,6 +9,14 @@ tells that this call was the writer. ``delete`` returns the old
 item from the same call. ``query`` is one DynamoDB Query per page (never a
 Scan), ordered and bounded by the sort key. Reads are strongly consistent.
 
+The documents of objects, activities and outgoing activities
+(:data:`DOCUMENT_NAMESPACES`) are kept in S3 under ``objects/``, where their
+size is not bounded by DynamoDB's 400 KB; their items hold the S3 key of
+the document and nothing else. Each write puts its document at a key of its
+own, then points the item at it and removes the document the item pointed
+at before, so a reader never sees half of one write and a losing writer
+never touches the winner's document.
+
 Counts are not written here. The tables' streams feed the statistics
 handler (:mod:`.counts`), which applies :func:`mumble.statistics.count_changes`
 to every change and adds the results to the ``counts`` namespace, so a count
@@ -26,6 +34,7 @@ AWS, creating a staged object starts a Step Functions workflow; elsewhere
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -35,8 +44,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from ..base import Backend, Record, Task, TaskRunner, storable_key
-from .bucket import DELIVERY_GROUP_SIZE, delivery_key, inbound_key, media_key, task_key
+from ..base import Backend, Record, Task, TaskRunner, check_key, storable_key
+from .bucket import (
+    DELIVERY_GROUP_SIZE,
+    delivery_key,
+    document_key,
+    inbound_key,
+    media_key,
+    task_key,
+)
 from .clients import AwsClients, error_code
 from .parameters import PRIVATE_KEYS, Parameters
 from .settings import AwsSettings
@@ -61,6 +77,10 @@ CLAIM_CONCURRENCY = 32
 #: tables' time-to-live attribute.
 WRITER = "writer"
 EXPIRES = "expires"
+#: Namespaces whose records are documents in S3, and the attribute of their
+#: items that names the document.
+DOCUMENT_NAMESPACES = frozenset({"objects", "activities", "outgoing"})
+DOCUMENT = "document"
 
 
 class AwsBackend(Backend):
@@ -112,18 +132,76 @@ class AwsBackend(Backend):
             ConsistentRead=True,
         )
         item = response.get("Item")
-        return None if item is None else value_of(item)
+        if item is None:
+            return None
+        if DOCUMENT in item:
+            return await self._document(item[DOCUMENT]["S"])
+        return value_of(item)
 
     async def put(
         self, ns: str, key: str, value: dict[str, Any], *, only_new: bool = False
     ) -> bool:
         if ns == PRIVATE_KEYS:
             return await self.parameters.put(key, value, only_new)
+        if ns in DOCUMENT_NAMESPACES:
+            return await self._put_document(ns, key, value, only_new)
         table, item = table_for(self.settings, ns), item_of(ns, key, value)
         if only_new:
             return await self._insert(table, item)
         await self._dynamodb.put_item(TableName=table, Item=item)
         return True
+
+    async def _put_document(
+        self, ns: str, key: str, value: dict[str, Any], only_new: bool
+    ) -> bool:
+        check_key(ns, key)
+        place = document_key(ns, key)
+        await self.clients.s3.put_object(
+            Bucket=self.settings.bucket,
+            Key=place,
+            Body=json.dumps(value, ensure_ascii=False).encode(),
+            ContentType="application/json",
+        )
+        table = table_for(self.settings, ns)
+        item = key_of(ns, key) | {DOCUMENT: {"S": place}}
+        try:
+            if only_new:
+                won = await self._insert(table, item)
+                if not won:
+                    await self._remove_document(place)
+                return won
+            response = await self._dynamodb.put_item(
+                TableName=table, Item=item, ReturnValues="ALL_OLD"
+            )
+        except BaseException:
+            await self._remove_document(place)
+            raise
+        before = response.get("Attributes", {}).get(DOCUMENT, {}).get("S")
+        # A retried write whose answer was lost replaced its own item.
+        if before and before != place:
+            await self._remove_document(before)
+        return True
+
+    async def _document(self, place: str) -> dict[str, Any] | None:
+        try:
+            response = await self.clients.s3.get_object(
+                Bucket=self.settings.bucket, Key=place
+            )
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                log.warning("a record's document %s is missing", place)
+                return None
+            raise
+        async with response["Body"] as stream:
+            document: dict[str, Any] = json.loads(await stream.read())
+        return document
+
+    async def _remove_document(self, place: str) -> None:
+        """Remove a document nothing points at any more; a failure only leaks it."""
+        try:
+            await self.clients.s3.delete_object(Bucket=self.settings.bucket, Key=place)
+        except Exception:
+            log.warning("could not remove the unused document %s", place, exc_info=True)
 
     async def _insert(
         self,
@@ -169,7 +247,14 @@ class AwsBackend(Backend):
             ReturnValues="ALL_OLD",
         )
         old = response.get("Attributes")
-        return None if not old else value_of(old)
+        if not old:
+            return None
+        if DOCUMENT in old:
+            place = old[DOCUMENT]["S"]
+            document = await self._document(place)
+            await self._remove_document(place)
+            return document
+        return value_of(old)
 
     async def query(
         self,
@@ -206,12 +291,22 @@ class AwsBackend(Backend):
         while len(records) < limit:
             request["Limit"] = limit - len(records)
             page = await self._dynamodb.query(**request)
-            records.extend(
-                Record(item["sk"]["S"], value_of(item)) for item in page["Items"]
-            )
+            records.extend(await self._records(page["Items"]))
             if "LastEvaluatedKey" not in page:
                 break
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return records
+
+    async def _records(self, items: list[dict[str, Any]]) -> list[Record]:
+        documents = await asyncio.gather(
+            *(self._document(item[DOCUMENT]["S"]) for item in items if DOCUMENT in item)
+        )
+        found = iter(documents)
+        records = []
+        for item in items:
+            value = next(found) if DOCUMENT in item else value_of(item)
+            if value is not None:
+                records.append(Record(item["sk"]["S"], value))
         return records
 
     async def increment(self, ns: str, key: str, name: str, delta: int = 1) -> int:

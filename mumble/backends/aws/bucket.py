@@ -2,6 +2,9 @@
 
 =================================  ========================================
 ``media/<blob key>``               blobs (media files)
+``objects/<ns>/<record>/<write>``  the documents of objects, activities and
+                                   outgoing activities, one per write;
+                                   their DynamoDB items point at them
 ``inbound/<task>.json``            one inbound activity to translate
 ``outbound/tasks/<kind>/<task>``   any other single task, by kind
 ``outbound/deliver/<activity>/``   an activity and up to 200 of the
@@ -25,9 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Collection
 
 MEDIA = "media/"
+OBJECTS = "objects/"
 INBOUND = "inbound/"
 OUTBOUND_TASKS = "outbound/tasks/"
 OUTBOUND_DELIVER = "outbound/deliver/"
@@ -60,6 +65,11 @@ def _digest(text: str) -> str:
 
 def media_key(blob_key: str) -> str:
     return MEDIA + blob_key
+
+
+def document_key(ns: str, record_key: str) -> str:
+    """A new place for one write of a record's document."""
+    return f"{OBJECTS}{_name(ns)}/{_digest(record_key)}/{secrets.token_hex(8)}.json"
 
 
 def inbound_key(task_id: str) -> str:
