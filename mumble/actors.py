@@ -1,17 +1,21 @@
 """Actors: the documents of local users, and a cache of remote ones.
 
-Remote actors are fetched with signed GETs, checked (the document's id must
-be on the origin it came from and it must have an inbox), and kept in the
-backend and in a bounded in-memory cache; keys are found through their
-owner's document.
+Remote actors are fetched with signed GETs and checked: a document must name
+itself (its id is the URL it came from; when it names another URL of its
+origin, that URL is fetched and must name itself), it must have an inbox,
+and its text is sanitised. They are kept in the backend and in a bounded
+in-memory cache. Keys are found through their owner's document, and fetched
+again when a signature fails, at most once a minute per actor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .backends import Backend
@@ -19,12 +23,20 @@ from .errors import BadRequest, FetchError, Gone, NotFound
 from .fetch import Fetcher
 from .ids import Ids, http_url, same_origin
 from .jsonld import CONTEXT, as_list, id_of, types_of
+from .sanitize import clean_object
 from .signatures import PublicKey, load_public_key
 from .users import LocalUser
 
 log = logging.getLogger("mumble.actors")
 
 ACTOR_TYPES = frozenset({"Person", "Service", "Application", "Group", "Organization"})
+#: Seconds between two fetches of an actor to look for a rotated key: a
+#: stream of forged signatures must not become a stream of our requests.
+KEY_REFRESH_SECONDS = 60.0
+
+
+class NotAnActor(FetchError):
+    """A document was fetched, and it is not an actor."""
 
 
 def local_actor(ids: Ids, user: LocalUser) -> dict[str, Any]:
@@ -124,6 +136,8 @@ class RemoteActors:
         # actor id -> (fetched at, actor, whether the backend has it too)
         self._memory: OrderedDict[str, tuple[float, RemoteActor, bool]] = OrderedDict()
         self._keys: OrderedDict[str, PublicKey] = OrderedDict()
+        self._refreshed: dict[str, float] = {}
+        self._fetching: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     def _remember(self, actor: RemoteActor, fetched: float, persisted: bool) -> None:
         self._memory[actor.id] = (fetched, actor, persisted)
@@ -164,16 +178,43 @@ class RemoteActors:
                     )
                     self._remember(actor, fetched, True)
                 return actor
-        doc = await self.fetcher.get_json(actor_id)
+        # Callers that want the same actor at once share one fetch.
+        fetching = self._fetching.get(actor_id)
+        if fetching is None:
+            fetching = asyncio.ensure_future(self._fetch(actor_id))
+            self._fetching[actor_id] = fetching
+            fetching.add_done_callback(partial(self._fetched, actor_id))
+        doc = await asyncio.shield(fetching)
         return await self.store(doc, expected_origin=actor_id, persist=persist)
+
+    def _fetched(self, actor_id: str, fetching: asyncio.Future[Any]) -> None:
+        self._fetching.pop(actor_id, None)
+        if not fetching.cancelled():
+            fetching.exception()  # retrieved, if every waiter has gone
+
+    async def _fetch(self, actor_id: str) -> dict[str, Any]:
+        # A copy fetched now is as fresh as a refresh would make it.
+        self._refreshed[actor_id] = time.monotonic()
+        doc = await self.fetcher.get_json(actor_id)
+        claimed = doc.get("id")
+        if claimed != actor_id:
+            # Fetched by another of its URLs (or lying): only the document
+            # at the URL it names may speak for that id.
+            if not isinstance(claimed, str) or not same_origin(claimed, actor_id):
+                raise FetchError(f"{actor_id} claims to be {str(claimed)[:200]}")
+            doc = await self.fetcher.get_json(claimed)
+            if doc.get("id") != claimed:
+                raise FetchError(f"{claimed} does not name itself")
+        return doc
 
     async def store(
         self, doc: dict[str, Any], *, expected_origin: str, persist: bool = True
     ) -> RemoteActor:
         """Keep an actor document that came from ``expected_origin``."""
         if not is_actor(doc):
-            raise FetchError(f"{expected_origin} is not an actor")
+            raise NotAnActor(f"{expected_origin} is not an actor")
         try:
+            doc = await clean_object(doc)
             actor = RemoteActor.from_doc(doc)
         except BadRequest as exc:
             raise FetchError(f"{expected_origin}: {exc.message}") from exc
@@ -197,14 +238,20 @@ class RemoteActors:
             self._keys.move_to_end(key_id)
             return self._keys[key_id]
         owner_url = key_id.split("#", 1)[0]
+        if http_url(owner_url) is None:
+            raise FetchError(f"key id {key_id[:200]!r} is not an http(s) URL")
+        if refresh and not self._may_refresh(owner_url):
+            refresh = False
+            if key_id in self._keys:
+                return self._keys[key_id]
         try:
             actor = await self.get(owner_url, refresh=refresh, persist=False)
-        except FetchError:
+        except NotAnActor:
             actor = await self._owner_of_key_document(key_id)
         except (NotFound, Gone) as exc:
             raise FetchError(f"key {key_id}: {exc.message}") from exc
         pem = keys_of(actor.doc).get(key_id)
-        if pem is None and not refresh:
+        if pem is None and self._may_refresh(actor.id):
             actor = await self.get(actor.id, refresh=True, persist=False)
             pem = keys_of(actor.doc).get(key_id)
         if pem is None:
@@ -217,6 +264,22 @@ class RemoteActors:
         while len(self._keys) > self.memory_size:
             self._keys.popitem(last=False)
         return public
+
+    def _may_refresh(self, actor_id: str) -> bool:
+        """Whether the actor may be fetched again now; if so, note that it is."""
+        now = time.monotonic()
+        if now - self._refreshed.get(actor_id, -KEY_REFRESH_SECONDS) < (
+            KEY_REFRESH_SECONDS
+        ):
+            return False
+        self._refreshed[actor_id] = now
+        if len(self._refreshed) > self.memory_size:
+            self._refreshed = {
+                a: t
+                for a, t in self._refreshed.items()
+                if now - t < KEY_REFRESH_SECONDS
+            }
+        return True
 
     async def _owner_of_key_document(self, key_id: str) -> RemoteActor:
         """Some servers give keys their own documents, naming the owner."""

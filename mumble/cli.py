@@ -150,6 +150,7 @@ def cmd_serve(args: argparse.Namespace, factory: AppFactory | None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("aiohttp.server").addFilter(_one_line_for_bad_http)
     ready = f"serving @{config['username']}@{settings.host} on {config['listen']}"
     try:
         web.run_app(
@@ -171,6 +172,21 @@ def _stale_local_port(origin: str, port: int) -> int | None:
         return None
     named = parts.port or (443 if parts.scheme == "https" else 80)
     return named if named != port else None
+
+
+def _one_line_for_bad_http(record: logging.LogRecord) -> bool:
+    """A malformed request from the network is a line at INFO, not a traceback:
+    anyone can send them, and each would otherwise fill the log."""
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError):
+        record.msg = "%s sent a malformed request: %s"
+        remote = record.args[0] if isinstance(record.args, tuple) else None
+        record.args = (remote or "a client", exc.message)
+        record.exc_info = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
 
 
 def _client_target(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -215,7 +231,12 @@ async def _request(
 
 def _owner_post(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
     config, server = _client_target(args)
-    token = (args.data / TOKEN).read_text().strip()
+    try:
+        token = (args.data / TOKEN).read_text().strip()
+    except OSError as exc:
+        raise CommandError(
+            f"cannot read the owner token in {args.data / TOKEN}: {exc.strerror}"
+        ) from exc
     url = f"{server}/users/{config['username']}/outbox"
     status, answer = asyncio.run(_request("POST", url, token=token, body=body))
     if status >= 400:

@@ -4,6 +4,7 @@ Every error Mumble raises on purpose derives from :class:`MumbleError`::
 
     MumbleError
     ├── BadRequest (ValueError)            400  malformed input
+    │   ├── RequestTimeout                 408  a body too slow to arrive
     │   ├── PayloadTooLarge                413
     │   └── UnsupportedMediaType           415
     ├── Unauthorized (PermissionError)     401  missing or inauthentic signature
@@ -28,6 +29,10 @@ class MumbleError(Exception):
 
 class BadRequest(MumbleError, ValueError):
     status = 400
+
+
+class RequestTimeout(BadRequest):
+    status = 408
 
 
 class PayloadTooLarge(BadRequest):

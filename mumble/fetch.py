@@ -1,23 +1,27 @@
 """Outbound HTTP: signed fetches of remote documents and delivery POSTs.
 
 Every request goes through :class:`Fetcher`, which enforces what a server
-talking to strangers needs: short connect and read timeouts, at most a few
-redirects (each one checked again), a cap on body size, and no connections to
-loopback, private or otherwise special addresses unless the operator allows
-them.
+talking to strangers needs: one deadline for a request and its redirects, at
+most a few redirects (each one checked again), a cap on body size, a few
+fetches at a time per host (more fail at once, to be retried, instead of
+tying up the caller), and no connections to loopback, private or otherwise
+special addresses unless the operator allows them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .errors import BadRequest, FetchError, Gone, NotFound
@@ -37,6 +41,9 @@ JSON_TYPES = (
 )
 
 _PRIVATE_HINT = " (the operator can allow private addresses)"
+#: Fetches (GETs) in flight to one host at once; a silent host holds no more
+#: of our connections and waiting work than this.
+FETCHES_PER_HOST = 8
 
 Signer = Callable[[], Awaitable[tuple[str, PrivateKeyType] | None]]
 """Gives the key id and private key to sign fetches with, or None to fetch unsigned."""
@@ -80,6 +87,7 @@ class Fetcher:
         self.settings = settings
         self.signer = signer
         self._session: aiohttp.ClientSession | None = None
+        self._fetching: Counter[str] = Counter()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -95,7 +103,10 @@ class Fetcher:
                 ttl_dns_cache=300,
             )
             timeout = aiohttp.ClientTimeout(
-                total=settings.fetch_timeout, sock_connect=settings.connect_timeout
+                total=settings.fetch_timeout,
+                # Waiting for a pooled connection counts here too.
+                connect=settings.connect_timeout * 2,
+                sock_connect=settings.connect_timeout,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -118,7 +129,12 @@ class Fetcher:
             raise FetchError(f"not an http(s) URL: {url[:200]}")
         if self.settings.allow_private_addresses:
             return
-        host = urlsplit(url).hostname or ""
+        # The host as the connection will use it: IDNA turns digits of other
+        # scripts (fullwidth, circled) into an address the resolver never sees.
+        try:
+            host = (yarl.URL(url).raw_host or "").rstrip(".").lower()
+        except ValueError as exc:
+            raise FetchError(f"not a usable URL: {url[:200]}") from exc
         if host == "localhost" or host.endswith(".localhost"):
             raise FetchError(f"{host} is not a public address{_PRIVATE_HINT}")
         try:
@@ -141,7 +157,33 @@ class Fetcher:
         """Make one request, following up to ``max_redirects`` redirects for GET.
 
         ``signed_headers``, when given, are used as they are (the caller signed).
+        The request and its redirects share one deadline, ``fetch_timeout``.
         """
+        try:
+            async with asyncio.timeout(self.settings.fetch_timeout):
+                return await self._follow(
+                    method,
+                    url,
+                    body=body,
+                    headers=headers,
+                    sign=sign,
+                    signed_headers=signed_headers,
+                )
+        except TimeoutError as exc:
+            raise FetchError(
+                f"{method} {url}: no answer in {self.settings.fetch_timeout:g} s"
+            ) from exc
+
+    async def _follow(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None,
+        headers: dict[str, str] | None,
+        sign: bool,
+        signed_headers: dict[str, str] | None,
+    ) -> Response:
         for _hop in range(self.settings.max_redirects + 1):
             self.check_url(url)
             send = dict(headers or {})
@@ -159,6 +201,10 @@ class Fetcher:
                         body=body,
                         headers=send,
                     )
+            host = urlsplit(url).netloc.lower()
+            if method == "GET" and self._fetching[host] >= FETCHES_PER_HOST:
+                raise FetchError(f"{host} has {FETCHES_PER_HOST} fetches waiting")
+            self._fetching[host] += 1
             try:
                 async with self.session.request(
                     method, url, data=body, headers=send, allow_redirects=False
@@ -174,10 +220,19 @@ class Fetcher:
                         continue
                     data = await self._read_capped(resp)
                     return Response(resp.status, dict(resp.headers), data)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except TimeoutError as exc:
+                # aiohttp's own deadline, the same as the one around us.
+                raise FetchError(
+                    f"{method} {url}: no answer in {self.settings.fetch_timeout:g} s"
+                ) from exc
+            except (aiohttp.ClientError, OSError) as exc:
                 raise FetchError(
                     f"{method} {url}: {exc.__class__.__name__}: {exc}"
                 ) from exc
+            finally:
+                self._fetching[host] -= 1
+                if not self._fetching[host]:
+                    del self._fetching[host]
         raise FetchError(f"too many redirects from {url}")
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:

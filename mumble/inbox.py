@@ -40,6 +40,60 @@ log = logging.getLogger("mumble.inbox")
 
 INBOX_TYPES = ("application/activity+json", "application/ld+json", "application/json")
 MAX_FETCH_RETRIES = 5
+#: Types of things that are not activities: a body of one of these is a 400.
+#: Other types are taken, so that activities peers invent are not refused.
+NOT_ACTIVITIES = frozenset(
+    {
+        "Object",
+        "Note",
+        "Article",
+        "Page",
+        "Image",
+        "Video",
+        "Audio",
+        "Document",
+        "Event",
+        "Place",
+        "Profile",
+        "Relationship",
+        "Tombstone",
+        "Link",
+        "Mention",
+        "Hashtag",
+        "Emoji",
+        "PropertyValue",
+        "Collection",
+        "OrderedCollection",
+        "CollectionPage",
+        "OrderedCollectionPage",
+        "Person",
+        "Service",
+        "Application",
+        "Group",
+        "Organization",
+    }
+)
+#: Activities that mean nothing without their object, and those whose object
+#: must be one object (or its URL), not a list.
+NEEDS_OBJECT = frozenset(
+    {
+        "Accept",
+        "Add",
+        "Announce",
+        "Block",
+        "Create",
+        "Delete",
+        "Flag",
+        "Follow",
+        "Like",
+        "Move",
+        "Reject",
+        "Remove",
+        "Undo",
+        "Update",
+    }
+)
+ONE_OBJECT = NEEDS_OBJECT - {"Flag", "Delete", "Block"}
 
 
 @dataclass(frozen=True)
@@ -78,8 +132,11 @@ def parse_activity(body: bytes) -> dict[str, Any]:
     doc = parse_json(body)
     if not isinstance(doc, dict):
         raise BadRequest("the body is not a JSON object")
-    if not types_of(doc):
+    types = types_of(doc)
+    if not types:
         raise BadRequest("the activity has no type")
+    if all(t in NOT_ACTIVITIES for t in types):
+        raise BadRequest(f"a {types[0]} is not an activity")
     for name, value in (("id", doc.get("id")), ("actor", id_of(doc.get("actor")))):
         if too_long(value):
             raise BadRequest(f"the activity's {name} is over {MAX_IRI_BYTES} bytes")
@@ -89,6 +146,12 @@ def parse_activity(body: bytes) -> dict[str, Any]:
     ident = doc.get("id")
     if ident is not None and not (isinstance(ident, str) and same_origin(ident, actor)):
         raise BadRequest("the activity's id is not on its actor's origin")
+    obj = doc.get("object")
+    for kind in set(types) & NEEDS_OBJECT:
+        if obj is None or not isinstance(obj, str | dict | list):
+            raise BadRequest(f"a {kind} needs an object: a URL or a JSON object")
+        if kind in ONE_OBJECT and isinstance(obj, list):
+            raise BadRequest(f"a {kind} takes one object, not a list")
     return doc
 
 
@@ -183,9 +246,11 @@ class Inbox:
         activity, actor_id = payload["activity"], payload["actor"]
         if await self.fed.backend.get("seen", payload["key"]) is not None:
             return TaskOutcome()
-        activity = await normalise(activity)
-        ctx = ActivityContext(self.fed, activity, actor_id, payload.get("recipient"))
         try:
+            activity = await normalise(activity)
+            ctx = ActivityContext(
+                self.fed, activity, actor_id, payload.get("recipient")
+            )
             await self._dispatch(ctx)
             for handler in self.handlers.get(ctx.type, ()):
                 await handler(ctx)
@@ -196,6 +261,13 @@ class Inbox:
         except MumbleError as exc:
             log.info("discarded %s from %s: %s", id_of(activity), actor_id, exc.message)
             return TaskOutcome.drop(exc.message)
+        except RecursionError:
+            # Nested past what JSON-LD processing can walk: it will not go
+            # better next time.
+            log.warning(
+                "discarded %s from %s: nested too deeply", id_of(activity), actor_id
+            )
+            return TaskOutcome.drop("unprocessable: nested too deeply")
         except (ValueError, TypeError, LookupError) as exc:
             # A shape no check foresaw: the same data fails the same way again,
             # so keep it for inspection instead of retrying it.
@@ -209,6 +281,8 @@ class Inbox:
     async def _dispatch(self, ctx: ActivityContext) -> None:
         fed = self.fed
         kind = ctx.type
+        if kind in ("Follow", "Like", "Announce") and await self.undone(ctx):
+            return
         if kind == "Follow":
             await fed.follows.on_follow(ctx)
         elif kind == "Accept":
@@ -226,6 +300,17 @@ class Inbox:
         elif kind == "Undo":
             await self._undo(ctx)
 
+    async def undone(self, ctx: ActivityContext) -> bool:
+        """Whether this activity was undone before it arrived."""
+        ident = id_of(ctx.activity)
+        if not ident:
+            return False
+        record = await self.fed.backend.get("undone", ident)
+        if record is None or record.get("actor") != ctx.actor_id:
+            return False
+        log.info("ignored %s from %s: undone before it arrived", ident, ctx.actor_id)
+        return True
+
     async def _undo(self, ctx: ActivityContext) -> None:
         inner = ctx.activity.get("object")
         if isinstance(inner, dict) and id_of(inner.get("actor")) not in (
@@ -233,6 +318,13 @@ class Inbox:
             ctx.actor_id,
         ):
             raise BadRequest("an actor can only undo its own activities")
+        inner_id = id_of(inner)
+        if inner_id and same_origin(inner_id, ctx.actor_id):
+            # Deliveries overtake each other: the activity this undoes may
+            # arrive later, and must then change nothing.
+            await self.fed.backend.put(
+                "undone", inner_id, {"actor": ctx.actor_id, "at": time.time()}
+            )
         inner_types = types_of(inner)
         if not inner_types and isinstance(id_of(inner), str):
             if await self.fed.backend.get("follow-ids", id_of(inner) or "") is not None:

@@ -15,6 +15,7 @@ import copy
 import functools
 import json
 import logging
+import math
 import re
 from importlib import resources
 from typing import Any
@@ -49,28 +50,66 @@ ARRAY_PROPERTIES = ("to", "cc", "bto", "bcc", "tag", "attachment", "audience")
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+#: The deepest nesting taken from a peer; real activities stay under a dozen.
+MAX_DEPTH = 64
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is not a number JSON can carry")
+    return number
+
+
+def _depth(doc: Any) -> int:
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def parse_json(body: bytes | str) -> Any:
     """Parse strict JSON from the network, or raise :class:`BadRequest`.
 
-    Strict means what peers can read back: no NaN or Infinity, no lone
-    surrogates, and no nesting deep enough to exhaust the parser.
+    Strict means what peers can read back: UTF-8 only, no NaN or Infinity
+    (nor numbers too large to be anything else), no lone surrogates, and no
+    nesting deeper than :data:`MAX_DEPTH`.
     """
     try:
-        doc = json.loads(body, parse_constant=_no_constant)
+        # json.loads would take UTF-16 and UTF-32 bytes too, and with them
+        # surrogates that no escape check sees.
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError as exc:
+        raise BadRequest("the body is not UTF-8") from exc
+    try:
+        doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
         # A lone surrogate parses but can be neither stored nor sent again. In
-        # bytes it can only come from a \u escape, so most bodies skip the check.
+        # UTF-8 it can only come from a \u escape, so most bodies skip the check.
         if not isinstance(body, bytes) or _SURROGATE_ESCAPE.search(body):
             json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except RecursionError as exc:
         raise BadRequest("the JSON is nested too deeply") from exc
     except (ValueError, UnicodeError) as exc:
         raise BadRequest("the body is not valid JSON") from exc
+    # Brackets are counted at C speed; only a body with enough of them to be
+    # too deep is walked.
+    brackets = text.count("{") + text.count("[")
+    if brackets > MAX_DEPTH and _depth(doc) > MAX_DEPTH:
+        raise BadRequest(f"the JSON is nested more than {MAX_DEPTH} deep")
     return doc
 
 

@@ -19,7 +19,14 @@ from .errors import BadRequest, UnsupportedMediaType
 from .inbox import INBOX_TYPES
 from .jsonld import id_of, parse_json, types_of
 from .posts import OBJECT_TYPES
-from .web_base import count, json_response, owner_or_401, page_param, user_or_404
+from .web_base import (
+    count,
+    json_response,
+    owner_or_401,
+    page_param,
+    read_body,
+    user_or_404,
+)
 from .webfinger import resolve
 
 
@@ -48,7 +55,7 @@ async def handle_post_to_outbox(request: web.Request) -> web.StreamResponse:
     media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     if media not in INBOX_TYPES:
         raise UnsupportedMediaType("the outbox takes application/activity+json")
-    doc = parse_json(await request.read())
+    doc = parse_json(await read_body(request))
     if not isinstance(doc, dict):
         raise BadRequest("the body is not a JSON object")
     types = set(types_of(doc))

@@ -122,8 +122,9 @@ class Posts:
             "type": "Create",
             "actor": actor_id,
             "published": note["published"],
-            "to": to,
-            "cc": cc,
+            # The note's addressing, arrays with the full public address.
+            "to": note["to"],
+            "cc": note["cc"],
             "object": note,
         }
         outbox_key = f"{username} {now:017.6f} {post_id}"

@@ -92,6 +92,8 @@ def _clean_object_sync(obj: dict[str, Any]) -> dict[str, Any]:
     attachments = out.get("attachment")
     if isinstance(attachments, list):
         out["attachment"] = [_clean_field(item) for item in attachments]
+    elif isinstance(attachments, dict):
+        out["attachment"] = _clean_field(attachments)
     return out
 
 

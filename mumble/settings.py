@@ -35,6 +35,7 @@ class Settings:
     backend: str = "embedded"
     allow_private_addresses: bool = False
     max_body_bytes: int = 1024 * 1024
+    body_timeout: float = 30.0
     fetch_timeout: float = 30.0
     connect_timeout: float = 5.0
     max_redirects: int = 3

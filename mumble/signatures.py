@@ -40,6 +40,8 @@ _PARAM = re.compile(
     r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*("[^"\\]*(?:\\.[^"\\]*)*"|[0-9]+)\s*(?:,|$)'
 )
 _DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
+#: Digests one request may list: each costs a pass over the body.
+MAX_DIGESTS = 8
 
 
 Headers = MultiMapping[str]
@@ -178,30 +180,39 @@ def check_strength(params: SignatureParams, method: str, has_body: bool) -> None
 
 def check_digest(headers: Headers, body: bytes) -> None:
     """Check ``Digest`` and ``Content-Digest`` against the body, where present."""
+    items = [
+        (algorithm, encoded)
+        for value in headers.getall("digest", [])
+        for algorithm, _, encoded in (
+            i.strip().partition("=") for i in value.split(",")
+        )
+    ] + [
+        (algorithm, encoded.strip().strip(":"))
+        for value in headers.getall("content-digest", [])
+        for algorithm, _, encoded in (
+            i.strip().partition("=") for i in value.split(",")
+        )
+    ]
+    if len(items) > MAX_DIGESTS:
+        raise SignatureError(f"more than {MAX_DIGESTS} digests of one body")
+    # Each algorithm passes over the body once, however often it is listed.
+    computed: dict[str, bytes] = {}
     checked = False
-    for value in headers.getall("digest", []):
-        for item in value.split(","):
-            algorithm, _, encoded = item.strip().partition("=")
-            checked |= _match_digest(algorithm, encoded, body)
-    for value in headers.getall("content-digest", []):
-        for item in value.split(","):
-            algorithm, _, encoded = item.strip().partition("=")
-            checked |= _match_digest(algorithm, encoded.strip().strip(":"), body)
+    for algorithm, encoded in items:
+        name = algorithm.strip().lower()
+        if name not in _DIGESTS:
+            continue
+        try:
+            expected = base64.b64decode(encoded.strip(), validate=True)
+        except ValueError as exc:
+            raise SignatureError("digest is not valid base64") from exc
+        if name not in computed:
+            computed[name] = _DIGESTS[name](body).digest()
+        if computed[name] != expected:
+            raise SignatureError("digest does not match the body")
+        checked = True
     if not checked:
         raise SignatureError("no supported Digest or Content-Digest for the body")
-
-
-def _match_digest(algorithm: str, encoded: str, body: bytes) -> bool:
-    digest = _DIGESTS.get(algorithm.strip().lower())
-    if digest is None:
-        return False
-    try:
-        expected = base64.b64decode(encoded.strip(), validate=True)
-    except ValueError as exc:
-        raise SignatureError("digest is not valid base64") from exc
-    if digest(body).digest() != expected:
-        raise SignatureError("digest does not match the body")
-    return True
 
 
 def parse_http_date(value: str) -> float | None:
@@ -276,10 +287,17 @@ def _messages(params: SignatureParams, request: SignedRequest) -> list[bytes]:
     targets = [request.raw_target]
     if "?" in request.raw_target:
         targets.append(request.raw_target.split("?", 1)[0])
-    return [
-        signing_string(params, request.method, target, request.headers).encode()
-        for target in targets
-    ]
+    # Header values as aiohttp decoded them, with bytes that are not UTF-8
+    # kept as surrogate escapes: encoded back, they are the bytes received.
+    try:
+        return [
+            signing_string(params, request.method, target, request.headers).encode(
+                "utf-8", "surrogateescape"
+            )
+            for target in targets
+        ]
+    except UnicodeEncodeError as exc:
+        raise SignatureError("a signed value is not text") from exc
 
 
 async def verify_request(

@@ -24,7 +24,14 @@ from .negotiation import wants_activity_json
 from .posts import is_public_post
 from .signatures import SignedRequest
 from .users import LocalUser
-from .web_base import FEDERATION, count, json_response, page_param, user_or_404
+from .web_base import (
+    FEDERATION,
+    count,
+    json_response,
+    page_param,
+    read_body,
+    user_or_404,
+)
 
 log = logging.getLogger("mumble.web")
 
@@ -55,6 +62,11 @@ async def error_middleware(
 
 async def handle_actor(request: web.Request) -> web.StreamResponse:
     fed, user = await user_or_404(request)
+    if request.match_info["username"] != user.username:
+        # An actor's id is the URL it is served at, letter for letter.
+        raise web.HTTPMovedPermanently(
+            fed.ids.actor(user.username), headers={"Vary": "Accept"}
+        )
     if wants_activity_json(request.headers.get("Accept")):
         return json_response(local_actor(fed.ids, user))
     return await _profile_html(fed, user)
@@ -107,7 +119,7 @@ async def handle_inbox(request: web.Request) -> web.StreamResponse:
     fed.inbox.check_request_shape(
         request.headers.get("Content-Type", ""), request.content_length
     )
-    body = await request.read()
+    body = await read_body(request)
     signed = SignedRequest(request.method, request.raw_path, request.headers, body)
     received = await fed.inbox.receive(signed, username)
     return json_response(

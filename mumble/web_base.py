@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
-from .errors import BadRequest, NotFound, Unauthorized
+from .errors import BadRequest, NotFound, RequestTimeout, Unauthorized
 from .federation import Federation
 from .negotiation import ACTIVITY_JSON
 from .users import LocalUser
@@ -23,8 +24,24 @@ def json_response(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     out = {"Content-Type": content_type, "Vary": "Accept"} | (headers or {})
-    body = json.dumps(doc, ensure_ascii=False).encode()
+    # Error messages quote what peers sent, which may hold a byte that was
+    # not UTF-8; the answer must still go out.
+    body = json.dumps(doc, ensure_ascii=False).encode("utf-8", "replace")
     return web.Response(body=body, status=status, headers=out)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, if it arrives within the settings' ``body_timeout``.
+
+    A client that sends a byte now and then would otherwise hold a
+    connection, and the memory of a body, for as long as it likes.
+    """
+    timeout = request.app[FEDERATION].settings.body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
 
 
 async def user_or_404(request: web.Request) -> tuple[Federation, LocalUser]:

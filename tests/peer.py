@@ -85,6 +85,10 @@ class Peer:
         self.answer_status: dict[str, int] = {}
         self.answer_headers: dict[str, dict[str, str]] = {}
         self.shared_inbox = True
+        #: Answer 401 to a fetch of an actor that is not signed, or whose
+        #: signature does not verify (Mastodon's "authorized fetch").
+        self.require_signed_fetch = False
+        self.refused_fetches: list[str] = []
         self.server: TestServer | None = None
         self.session: aiohttp.ClientSession | None = None
         self._remote_keys: dict[str, PublicKey] = {}
@@ -123,6 +127,12 @@ class Peer:
 
     async def _actor(self, request: web.Request) -> web.Response:
         self.fetches.append(request.path)
+        if self.require_signed_fetch:
+            signed = SignedRequest(request.method, request.raw_path, request.headers)
+            verification = await verify_request(signed, self._key_of_sender)
+            if not verification.ok:
+                self.refused_fetches.append(verification.reason)
+                return web.json_response({"error": verification.reason}, status=401)
         user = self.users.get(request.match_info["name"])
         status = self.answer_status.get(request.path)
         if status:

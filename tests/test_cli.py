@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import unused_port
+
+from tests.conftest import eventually
+from tests.peer import Peer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "single_user.py"
@@ -338,3 +342,115 @@ def test_serve_loads_an_application_from_the_working_directory(
         proc.wait(10)
     assert f"myapp built for http://localhost:{port}\n" in lines
     assert f"serving @me@localhost:{port} on http://127.0.0.1:{port}\n" in lines
+
+
+def test_a_missing_owner_token_is_one_line_not_a_traceback(
+    running: tuple[Path, int],
+) -> None:
+    data, _port = running
+    (data / "owner-token").unlink()
+    result = mumble(data, "post", "hello")
+    assert result.returncode == 1
+    assert "cannot read the owner token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_request_is_logged_in_one_line() -> None:
+    import logging
+
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from mumble.cli import _one_line_for_bad_http
+
+    try:
+        raise BadHttpMessage("Invalid header value char")
+    except BadHttpMessage:
+        record = logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            ("203.0.113.9",),
+            sys.exc_info(),
+        )
+    assert _one_line_for_bad_http(record)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert record.getMessage() == (
+        "203.0.113.9 sent a malformed request: Invalid header value char"
+    )
+
+
+async def cli(data: Path, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE),
+        "--data",
+        str(data),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_follow_following_and_unfollow_through_the_running_server(
+    tmp_path: Path, peer: Peer
+) -> None:
+    data, port = tmp_path / "data", unused_port()
+    origin = f"http://127.0.0.1:{port}"
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE),
+        "--data",
+        str(data),
+        "serve",
+        "--user",
+        "carol",
+        "--origin",
+        origin,
+        "--port",
+        str(port),
+        "--allow-private-addresses",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        assert server.stdout is not None
+        while b"serving @carol" not in await server.stdout.readline():
+            pass
+        bob = peer.user("bob")
+
+        code, out, err = await cli(data, "follow", bob.id)
+        assert code == 0, err
+        assert out.strip() == f"follow request sent to {bob.id}"
+        await eventually(
+            lambda: any(d.activity["type"] == "Follow" for d in peer.received)
+        )
+        [follow] = [d for d in peer.received if d.activity["type"] == "Follow"]
+        assert follow.verified and follow.activity["object"] == bob.id
+
+        accept = peer.activity(bob, "Accept", follow.activity)
+        assert (await peer.send(bob, f"{origin}/users/carol/inbox", accept))[0] == 202
+
+        async def listed() -> bool:
+            code, out, _ = await cli(data, "following")
+            return code == 0 and out.split() == [bob.id]
+
+        await eventually(listed, timeout=20)
+
+        code, out, err = await cli(data, "unfollow", bob.id)
+        assert code == 0, err
+        assert out.strip() == f"unfollowed {bob.id}"
+        await eventually(
+            lambda: any(d.activity["type"] == "Undo" for d in peer.received)
+        )
+        code, out, err = await cli(data, "following")
+        assert (code, out) == (0, "") and "no following yet" in err
+    finally:
+        server.terminate()
+        await server.wait()

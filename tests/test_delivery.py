@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import unused_port
 
 from mumble.backends import Task
@@ -89,15 +90,16 @@ async def _queue_empty(server: MumbleServer) -> bool:
     return not [t for t in await tasks(server) if t["state"] == "queued"]
 
 
+@pytest.mark.parametrize("status", [404, 410])
 async def test_gone_inboxes_stop_retries_and_drop_the_follower(
-    server: MumbleServer, peer: Peer
+    server: MumbleServer, peer: Peer, status: int
 ) -> None:
     peer.shared_inbox = False
     bob, carol = peer.user("bob"), peer.user("carol")
     await follow(server, peer, bob)
     await follow(server, peer, carol)
     await eventually(lambda: has_count(server, "alice", "followers", 2))
-    peer.answer_status["/actors/bob/inbox"] = 410
+    peer.answer_status["/actors/bob/inbox"] = status
     await post(server)
     await eventually(lambda: has_count(server, "alice", "followers", 1))
     await eventually(lambda: _queue_empty(server))
@@ -105,21 +107,48 @@ async def test_gone_inboxes_stop_retries_and_drop_the_follower(
     assert page["orderedItems"] == [carol.id]
     assert len([d for d in creates(peer) if d.path == "/actors/bob/inbox"]) == 1
     dead = [t for t in await tasks(server) if t["state"] == "dead"]
-    assert [t["last_error"] for t in dead] == [f"{bob.inbox} answered 410"]
+    assert [t["last_error"] for t in dead] == [f"{bob.inbox} answered {status}"]
 
 
-async def test_retry_after_is_honoured(server: MumbleServer, peer: Peer) -> None:
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_is_honoured(
+    server: MumbleServer, peer: Peer, status: int
+) -> None:
     peer.shared_inbox = False
     bob = peer.user("bob")
     await follow(server, peer, bob)
     await eventually(lambda: len(peer.received) == 1)
-    peer.answer_status[bob_inbox := "/actors/bob/inbox"] = 429
+    peer.answer_status[bob_inbox := "/actors/bob/inbox"] = status
     peer.answer_headers[bob_inbox] = {"Retry-After": "120"}
     await post(server)
     await eventually(lambda: _attempted(server))
     queued = [t for t in await tasks(server) if t["state"] == "queued"]
     assert queued[0]["due"] >= time.time() + 100
-    assert queued[0]["last_error"].endswith("answered 429")
+    assert queued[0]["last_error"].endswith(f"answered {status}")
+
+
+async def test_retries_wait_longer_each_time_then_give_up(
+    server: MumbleServer, peer: Peer
+) -> None:
+    delays = server.settings.retry_delays
+    assert list(delays) == sorted(delays) and len(set(delays)) == len(delays)
+    for attempt, delay in enumerate(delays):
+        at = server.fed.delivery._retry_at(attempt)
+        assert at is not None
+        assert delay * 0.9 - 0.05 <= at - time.time() <= delay * 1.1
+    assert server.fed.delivery._retry_at(len(delays)) is None
+
+    peer.shared_inbox = False
+    bob = peer.user("bob")
+    await follow(server, peer, bob)
+    await eventually(lambda: len(peer.received) == 1)
+    peer.answer_status["/actors/bob/inbox"] = 500
+    await post(server)
+    await eventually(lambda: _queue_empty(server), timeout=20)
+    [dead] = [t for t in await tasks(server) if t["kind"] == "deliver"]
+    assert dead["state"] == "dead" and dead["last_error"].startswith("gave up")
+    # The first try, then one after each delay.
+    assert len(creates(peer)) == dead["attempts"] == len(delays) + 1
 
 
 def test_retry_after_takes_seconds_or_a_date_and_is_capped() -> None:

@@ -41,6 +41,7 @@ from mumble.signatures import (
     digest_header,
     generate_private_key,
     http_date,
+    public_key_pem,
 )
 from tests.conftest import MumbleServer, eventually, make_settings
 from tests.peer import Peer, RemoteUser
@@ -924,8 +925,9 @@ def _odd_activities(
             peer.activity(bob, "Create", base) | {"type": ["Create", "Add"]},
         ),
         "type of numbers": (400, peer.activity(bob, "Create", base) | {"type": [1, 2]}),
+        # A Like of nothing, and a Create of two things: refused at the door.
         "null everywhere": (
-            202,
+            400,
             {
                 "@context": None,
                 "id": None,
@@ -936,7 +938,7 @@ def _odd_activities(
                 "cc": None,
             },
         ),
-        "object array": (202, peer.activity(bob, "Create", [base, base])),
+        "object array": (400, peer.activity(bob, "Create", [base, base])),
         "nested objects": (
             202,
             peer.activity(
@@ -2076,3 +2078,316 @@ async def test_deeply_nested_html_in_a_reply_does_not_freeze_the_server(
     finally:
         beating.cancel()
     assert max(gaps) < 0.5, f"the server could not answer for {max(gaps):.1f} s"
+
+
+# Found by attacking a running server: each is a fault that was fixed.
+
+
+async def test_a_key_id_with_an_address_in_other_digits_is_never_fetched(
+    make_server: ServerFactory, site: Site
+) -> None:
+    server = await make_server(allow_private_addresses=False)
+    port = urlsplit(site.url("/")).port
+    # Fullwidth digits: IDNA turns the host into 127.0.0.1 when connecting.
+    host = "\uff11\uff12\uff17.\uff10.\uff10.\uff11"
+    actor = f"http://{host}:{port}/admin"
+    body = json.dumps(
+        {"id": f"{actor}/1", "type": "Like", "actor": actor, "object": "x"}
+    ).encode()
+    user = RemoteUser("mallory", pooled_key(), f"http://{host}:{port}")
+    url = f"{server.origin}/inbox"
+    headers = signed_headers(user, url, body, key_id=f"{actor}#main-key")
+    answer = await assert_rejected(server, 401, url, body, headers)
+    assert "not a public address" in answer["error"]
+    assert site.hits == []
+
+
+def _signed_body(user: RemoteUser, url: str, body: bytes) -> tuple[bytes, Any]:
+    return body, signed_headers(user, url, body)
+
+
+async def test_a_body_in_utf16_is_400_whatever_it_holds(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob = peer.user("bob")
+    follow = peer.activity(bob, "Follow", server.actor) | {"summary": "\ud800"}
+    text = json.dumps(follow, ensure_ascii=False)
+    url = f"{server.origin}/inbox"
+    body, headers = _signed_body(bob, url, text.encode("utf-16", "surrogatepass"))
+    answer = await assert_rejected(server, 400, url, body, headers)
+    assert answer["error"] == "the body is not UTF-8"
+
+
+async def test_a_number_too_large_to_carry_is_400(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob = peer.user("bob")
+    text = json.dumps(peer.activity(bob, "Follow", server.actor))
+    url = f"{server.origin}/inbox"
+    body, headers = _signed_body(bob, url, (text[:-1] + ', "n": 1e999}').encode())
+    await assert_rejected(server, 400, url, body, headers)
+
+
+async def test_json_nested_deeper_than_any_activity_is_400(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob = peer.user("bob")
+    deep: Any = "end"
+    for _ in range(900):
+        deep = {"x": deep}
+    activity = peer.activity(bob, "Follow", server.actor) | {
+        "@context": ["https://www.w3.org/ns/activitystreams", {"x": "as:x"}],
+        "deep": deep,
+    }
+    url = f"{server.origin}/inbox"
+    body, headers = _signed_body(bob, url, json.dumps(activity).encode())
+    answer = await assert_rejected(server, 400, url, body, headers)
+    assert "nested more than 64" in answer["error"]
+
+
+async def raw_request(
+    url: str, head: bytes, body: bytes = b"", pause: float = 0
+) -> int:
+    """Send bytes as they are; return the status the server answers."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        if pause:
+            await asyncio.sleep(pause)
+        writer.write(body)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+async def test_header_bytes_that_are_not_utf8_are_401_not_500(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob = peer.user("bob")
+    body = json.dumps(peer.activity(bob, "Follow", server.actor)).encode()
+    url = f"{server.origin}/inbox"
+    headers = signed_headers(bob, url, body)
+    for signature, extra in (
+        # A signed header carrying a byte that is not UTF-8.
+        (
+            headers["Signature"].replace('headers="', 'headers="x-junk '),
+            b"X-Junk: caf\xff\r\n",
+        ),
+        # A key id carrying one.
+        (headers["Signature"].replace('keyId="', 'keyId="\xff'), b""),
+    ):
+        head = (
+            f"POST /inbox HTTP/1.1\r\nHost: {headers['Host']}\r\n"
+            f"Date: {headers['Date']}\r\nDigest: {headers['Digest']}\r\n"
+            "Content-Type: application/activity+json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+        ).encode() + extra
+        head += b"Signature: " + signature.encode("latin-1") + b"\r\n\r\n"
+        before = await snapshot(server)
+        assert await raw_request(url, head, body) == 401
+        assert await snapshot(server) == before
+
+
+async def test_an_actor_document_cannot_speak_for_another_url_of_its_origin(
+    server: MumbleServer, site: Site
+) -> None:
+    origin = site.url("").rstrip("/")
+    victim = RemoteUser("victim", pooled_key(), origin)
+    mallory_key = generate_private_key()
+    forged = victim.document() | {
+        "inbox": f"{origin}/mallory/inbox",
+        "publicKey": {
+            "id": f"{origin}/uploads/evil.json#k",
+            "owner": victim.id,
+            "publicKeyPem": public_key_pem(mallory_key),
+        },
+    }
+    site.routes["/uploads/evil.json"] = json_answer(json.dumps(forged))
+    site.routes["/actors/victim"] = json_answer(json.dumps(victim.document()))
+
+    follow = {"id": f"{victim.id}/follows/1", "type": "Follow", "actor": victim.id}
+    body = json.dumps(follow | {"object": server.actor}).encode()
+    mallory = RemoteUser("victim", mallory_key, origin)
+    url = f"{server.origin}/inbox"
+    headers = signed_headers(mallory, url, body, key_id=f"{origin}/uploads/evil.json#k")
+    await assert_rejected(server, 401, url, body, headers)
+    # The document at the victim's own URL was asked, and nothing was kept.
+    assert ("GET", "/actors/victim") in site.hits
+    assert await server.fed.backend.get("actors", victim.id) is None
+
+
+async def test_many_digests_of_one_body_are_refused_before_any_is_computed(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob = peer.user("bob")
+    body = json.dumps(peer.activity(bob, "Follow", server.actor)).encode()
+    url = f"{server.origin}/inbox"
+    digest = digest_header(body)
+    headers = signed_headers(bob, url, body, digest=",".join([digest] * 9))
+    answer = await assert_rejected(server, 401, url, body, headers)
+    assert "more than 8 digests" in answer["error"]
+
+
+async def test_a_body_that_arrives_too_slowly_is_408(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(body_timeout=0.5)
+    port = urlsplit(server.origin).port
+    head = (
+        f"POST /inbox HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/activity+json\r\nSignature: x\r\n"
+        "Content-Length: 100\r\nConnection: close\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    # Ten bytes, then nothing more.
+    status = await raw_request(server.origin, head + b'{"type": "', pause=0)
+    assert status == 408
+    assert time.monotonic() - started < 3
+
+
+async def test_an_undo_that_overtakes_its_follow_leaves_no_follower(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob = peer.user("bob")
+    follow = peer.activity(bob, "Follow", server.actor)
+    undo = peer.activity(bob, "Undo", follow["id"])
+    assert (await peer.send(bob, f"{server.origin}/inbox", undo))[0] == 202
+    await settled(server)
+    assert (await peer.send(bob, f"{server.origin}/inbox", follow))[0] == 202
+    await settled(server)
+    await quiet(server)
+    assert await server.fed.backend.get("followers", f"alice {bob.id}") is None
+    assert not [d for d in peer.received if d.activity.get("type") == "Accept"]
+
+
+async def test_an_undo_by_someone_else_does_not_cancel_a_follow(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob, eve = peer.user("bob"), peer.user("eve")
+    follow = peer.activity(bob, "Follow", server.actor)
+    undo = peer.activity(eve, "Undo", follow["id"])
+    assert (await peer.send(eve, f"{server.origin}/inbox", undo))[0] == 202
+    await settled(server)
+    await follow_accepted(server, peer, bob, follow)
+
+
+async def follow_accepted(
+    server: MumbleServer, peer: Peer, user: RemoteUser, activity: dict[str, Any]
+) -> None:
+    assert (await peer.send(user, f"{server.actor}/inbox", activity))[0] == 202
+    await eventually(
+        lambda: any(
+            d.activity.get("type") == "Accept"
+            and d.activity["object"].get("id") == activity["id"]
+            for d in peer.received
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ({"type": "Note", "content": "hi"}, "a Note is not an activity"),
+        ({"type": ["Person", "Service"]}, "a Person is not an activity"),
+        ({"type": "Follow"}, "a Follow needs an object"),
+        ({"type": "Create", "object": 7}, "a Create needs an object"),
+        ({"type": "Like", "object": None}, "a Like needs an object"),
+    ],
+)
+async def test_bodies_that_are_not_activities_or_lack_their_object_are_400(
+    server: MumbleServer, peer: Peer, shape: dict[str, Any], message: str
+) -> None:
+    bob = peer.user("bob")
+    doc = {"id": f"{bob.id}/things/1", "actor": bob.id} | shape
+    url = f"{server.origin}/inbox"
+    body, headers = _signed_body(bob, url, json.dumps(doc).encode())
+    answer = await assert_rejected(server, 400, url, body, headers)
+    assert answer["error"].startswith(message)
+
+
+async def test_an_activity_type_peers_invented_is_taken_and_ignored(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob = peer.user("bob")
+    post = await local_post(server)
+    react = peer.activity(bob, "EmojiReact", post["id"]) | {"content": "\U0001f44d"}
+    before = await effects(server)
+    assert (await peer.send(bob, f"{server.origin}/inbox", react))[0] == 202
+    await settled(server)
+    assert await effects(server) == before
+
+
+async def test_forged_signatures_do_not_make_us_fetch_the_actor_each_time(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob = peer.user("bob")
+    await follow(server, peer, bob)
+    fetched = len(peer.fetches)
+    impostor = RemoteUser("bob", pooled_key(), peer.origin)
+    for i in range(20):
+        like = peer.activity(bob, "Like", f"{server.actor}/posts/{i}")
+        status, _ = await peer.send(
+            bob, f"{server.origin}/inbox", like, key_user=impostor
+        )
+        assert status == 401
+    # One fetch, to look for a rotated key; then not again for a minute.
+    assert len(peer.fetches) - fetched <= 1
+
+
+class LoudUser(RemoteUser):
+    def document(self, shared_inbox: bool = True) -> dict[str, Any]:
+        return super().document(shared_inbox) | {
+            "name": "Bob<script>alert(1)</script>",
+            "summary": '<p onmouseover="x()">hi</p><script>steal()</script>',
+            "attachment": [
+                {
+                    "type": "PropertyValue",
+                    "name": "site",
+                    "value": '<a href="javascript:x()">me</a><img src=x onerror=y()>',
+                }
+            ],
+        }
+
+
+async def test_a_remote_profile_is_sanitised_before_it_is_stored(
+    server: MumbleServer, peer: Peer
+) -> None:
+    bob = peer.users["bob"] = LoudUser("bob", pooled_key(), peer.origin)
+    await follow(server, peer, bob)
+    stored = await server.fed.backend.get("actors", bob.id)
+    assert stored is not None
+    text = json.dumps(stored["doc"])
+    for bad in ("<script", "onmouseover", "javascript:", "onerror", "<img"):
+        assert bad not in text, bad
+    assert stored["doc"]["summary"] == "<p>hi</p>"
+
+
+async def test_a_key_server_that_does_not_answer_is_asked_once(
+    make_server: ServerFactory, site: Site, peer: Peer
+) -> None:
+    server = await make_server(fetch_timeout=1.0)
+
+    async def silent(request: web.Request) -> web.StreamResponse:
+        await site.stall(5)
+        return web.Response()
+
+    site.routes["/actors/slow"] = silent
+    origin = site.url("").rstrip("/")
+    slow = RemoteUser("slow", pooled_key(), origin)
+    body = json.dumps(
+        {
+            "id": f"{slow.id}/follows/1",
+            "type": "Follow",
+            "actor": slow.id,
+            "object": server.actor,
+        }
+    ).encode()
+    url = f"{server.origin}/inbox"
+    started = time.monotonic()
+    await assert_rejected(server, 401, url, body, signed_headers(slow, url, body))
+    assert time.monotonic() - started < 2.5
+    assert site.hits.count(("GET", "/actors/slow")) == 1

@@ -132,3 +132,17 @@ async def test_followers_and_following_are_paged_collections(
     ]
     _, following = await server.get("/users/alice/following")
     assert following["totalItems"] == 0
+
+
+async def test_the_create_is_addressed_in_arrays_with_the_full_public_address(
+    server: MumbleServer,
+) -> None:
+    for to in ("as:Public", "Public", [PUBLIC]):
+        status, activity = await server.outbox(
+            {"type": "Note", "content": "hi", "to": to, "cc": "as:Public"}
+        )
+        assert status == 201
+        for doc in (activity, activity["object"]):
+            assert doc["to"] == [PUBLIC] and doc["cc"] == [PUBLIC], doc
+        _, served = await server.get(activity["id"])
+        assert served["to"] == [PUBLIC] and served["cc"] == [PUBLIC]

@@ -42,6 +42,9 @@ LEASE_SECONDS = 600.0
 #: Runs that end in an unexpected exception before a task is set aside.
 MAX_CRASHES = 5
 
+#: How long a dropped task is kept for inspection before it is removed.
+DEAD_TASK_SECONDS = 7 * 24 * 3600.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
@@ -384,13 +387,19 @@ class EmbeddedBackend(Backend):
         return None if row[0] is None else float(row[0])
 
     def _settle(self, settled: list[tuple[Task, TaskOutcome]]) -> list[None]:
+        now = time.time()
         with self.db:
             self.db.execute("BEGIN")
             for task, outcome in settled:
-                self._settle_one(task, outcome)
+                self._settle_one(task, outcome, now)
+            if any(not o.done and o.retry_at is None for _, o in settled):
+                self.db.execute(
+                    "DELETE FROM tasks WHERE state = 'dead' AND due < ?",
+                    (now - DEAD_TASK_SECONDS,),
+                )
         return [None] * len(settled)
 
-    def _settle_one(self, task: Task, outcome: TaskOutcome) -> None:
+    def _settle_one(self, task: Task, outcome: TaskOutcome, now: float) -> None:
         if outcome.done:
             self.db.execute("DELETE FROM tasks WHERE id = ?", (task.id,))
         elif outcome.retry_at is not None:
@@ -400,10 +409,11 @@ class EmbeddedBackend(Backend):
                 (outcome.retry_at, int(outcome.count_attempt), outcome.reason, task.id),
             )
         else:
+            # A dropped task's due time becomes the time it was dropped.
             self.db.execute(
                 "UPDATE tasks SET state = 'dead', attempts = attempts + 1, "
-                "last_error = ? WHERE id = ?",
-                (outcome.reason, task.id),
+                "due = ?, last_error = ? WHERE id = ?",
+                (now, outcome.reason, task.id),
             )
 
     async def task_states(self) -> list[dict[str, Any]]:

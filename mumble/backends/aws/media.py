@@ -28,7 +28,7 @@ from aiohttp import web
 
 from ...errors import BadRequest, UnsupportedMediaType
 from ...jsonld import parse_json
-from ...web_base import json_response, owner_or_401
+from ...web_base import json_response, owner_or_401, read_body
 
 log = logging.getLogger("mumble.aws.media")
 
@@ -168,7 +168,7 @@ MEDIA_UPLOADS = web.AppKey("media_uploads", MediaUploads)
 async def handle_presign(request: web.Request) -> web.StreamResponse:
     """Answer the owner with a presigned upload form, as JSON."""
     _fed, user = await owner_or_401(request)
-    doc = parse_json(await request.read())
+    doc = parse_json(await read_body(request))
     media_type = doc.get("mediaType") if isinstance(doc, dict) else None
     if not isinstance(media_type, str):
         raise BadRequest('the body needs a "mediaType"')
