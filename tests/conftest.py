@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer, unused_port
 
 from mumble import Federation, Mumble, Settings
+from mumble.backends.embedded import EmbeddedBackend
 from mumble.web_base import FEDERATION
 from tests.peer import Peer
 
@@ -114,6 +115,15 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError("the condition did not hold in time")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def embedded_backend(tmp_path: Path) -> AsyncIterator[EmbeddedBackend]:
+    """An open embedded backend in a fresh data folder."""
+    backend = EmbeddedBackend(tmp_path / "data")
+    await backend.open()
+    yield backend
+    await backend.close()
 
 
 @pytest.fixture

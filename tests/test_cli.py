@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "single_user.py"
 
 
-def mumble(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def example(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the example's command line with ``args`` as they are."""
     return subprocess.run(
-        [sys.executable, str(EXAMPLE), "--data", str(data), *args],
+        [sys.executable, str(EXAMPLE), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -31,23 +32,52 @@ def mumble(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def mumble(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return example("--data", str(data), *args)
+
+
+def first_output(
+    args: list[str], *, stdout: int, stderr: int = 0, cwd: Path = ROOT
+) -> tuple[list[str], list[str]]:
+    """Start the example with ``args``, read the first lines it prints, stop it."""
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        errors = [proc.stderr.readline() for _ in range(stderr)]
+        lines = [proc.stdout.readline() for _ in range(stdout)]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return lines, errors
+
+
+def serve_carol(data: Path, port: int) -> list[str]:
+    """The arguments that serve @carol on 127.0.0.1:``port``."""
+    origin = f"http://127.0.0.1:{port}"
+    return [
+        "--data",
+        str(data),
+        "serve",
+        "--user",
+        "carol",
+        "--origin",
+        origin,
+        "--port",
+        str(port),
+    ]
+
+
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     data, port = tmp_path / "data", unused_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "--data",
-            str(data),
-            "serve",
-            "--user",
-            "carol",
-            "--origin",
-            f"http://127.0.0.1:{port}",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, str(EXAMPLE), *serve_carol(data, port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -143,27 +173,9 @@ def test_post_follow_and_lists_go_through_the_running_server(
 
 def test_the_default_origin_follows_the_port(tmp_path: Path) -> None:
     port = unused_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "--data",
-            str(tmp_path / "d"),
-            "serve",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+    lines, _ = first_output(
+        ["--data", str(tmp_path / "d"), "serve", "--port", str(port)], stdout=4
     )
-    try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(4)]
-    finally:
-        proc.terminate()
-        proc.wait(10)
     assert f"created @me@localhost:{port}\n" in lines
     assert f"serving @me@localhost:{port} on http://127.0.0.1:{port}\n" in lines
 
@@ -172,21 +184,7 @@ def test_serving_on_a_busy_port_is_one_line_not_a_traceback(
     running: tuple[Path, int], tmp_path: Path
 ) -> None:
     _data, port = running
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "--data",
-            str(tmp_path / "other"),
-            "serve",
-            "--port",
-            str(port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    result = mumble(tmp_path / "other", "serve", "--port", str(port))
     assert result.returncode == 1
     assert (
         f"cannot listen on 127.0.0.1:{port}" in result.stderr
@@ -227,21 +225,7 @@ def test_the_data_folder_may_follow_the_command_and_is_private(
     tmp_path: Path,
 ) -> None:
     data, port = tmp_path / "d", unused_port()
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "init",
-            "--data",
-            str(data),
-            "--port",
-            str(port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    result = example("init", "--data", str(data), "--port", str(port))
     assert result.returncode == 0, result.stderr
     assert f"created @me@localhost:{port}" in result.stdout
     # The database holds the private key: nobody but the owner may read it.
@@ -257,27 +241,10 @@ def test_a_database_made_readable_by_others_is_made_private_on_start(
     assert mumble(data, "init").returncode == 0
     db = data / "mumble.sqlite3"
     db.chmod(0o644)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "--data",
-            str(data),
-            "serve",
-            "--port",
-            str(unused_port()),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+    [line], _ = first_output(
+        ["--data", str(data), "serve", "--port", str(unused_port())], stdout=1
     )
-    try:
-        assert proc.stdout is not None
-        assert "serving @me" in proc.stdout.readline()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    assert "serving @me" in line
     assert db.stat().st_mode & 0o777 == 0o600
 
 
@@ -286,28 +253,10 @@ def test_a_restart_on_another_port_says_the_ids_keep_the_first_origin(
 ) -> None:
     data, first, second = tmp_path / "d", unused_port(), unused_port()
     assert mumble(data, "init", "--port", str(first)).returncode == 0
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "serve",
-            "--data",
-            str(data),
-            "--port",
-            str(second),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+    [line], [warning] = first_output(
+        ["serve", "--data", str(data), "--port", str(second)], stdout=1, stderr=1
     )
-    try:
-        assert proc.stderr is not None and proc.stdout is not None
-        warning = proc.stderr.readline()
-        assert f"serving @me@localhost:{first} on" in proc.stdout.readline()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    assert f"serving @me@localhost:{first} on" in line
     assert f"keeps its origin http://localhost:{first}" in warning
     assert f"listens on {second}" in warning
 
@@ -331,15 +280,7 @@ def test_serve_loads_an_application_from_the_working_directory(
     assert missing.returncode == 1 and "cannot load the application" in missing.stderr
     assert not (tmp_path / "data").exists()
 
-    proc = subprocess.Popen(
-        [*serve, "myapp:create"], stdout=subprocess.PIPE, text=True, cwd=tmp_path
-    )
-    try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(5)]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    lines, _ = first_output([*serve[2:], "myapp:create"], stdout=5, cwd=tmp_path)
     assert f"myapp built for http://localhost:{port}\n" in lines
     assert f"serving @me@localhost:{port} on http://127.0.0.1:{port}\n" in lines
 
@@ -405,15 +346,7 @@ async def test_follow_following_and_unfollow_through_the_running_server(
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLE),
-        "--data",
-        str(data),
-        "serve",
-        "--user",
-        "carol",
-        "--origin",
-        origin,
-        "--port",
-        str(port),
+        *serve_carol(data, port),
         "--allow-private-addresses",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,8 @@ from mumble.backends.embedded import DEAD_TASK_SECONDS, EmbeddedBackend
 
 
 @pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[EmbeddedBackend]:
-    b = EmbeddedBackend(tmp_path / "data")
-    await b.open()
-    yield b
-    await b.close()
+def backend(embedded_backend: EmbeddedBackend) -> EmbeddedBackend:
+    return embedded_backend
 
 
 async def test_a_dropped_task_is_kept_for_a_week_then_removed(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,8 @@ class KeylessBackend(EmbeddedBackend):
 
 
 @pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[EmbeddedBackend]:
-    b = EmbeddedBackend(tmp_path / "data")
-    await b.open()
-    yield b
-    await b.close()
+def backend(embedded_backend: EmbeddedBackend) -> EmbeddedBackend:
+    return embedded_backend
 
 
 async def test_a_user_gets_a_key_that_matches_its_public_key(

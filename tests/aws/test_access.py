@@ -244,20 +244,15 @@ async def scenario(
     assert json_of(media)["keyPrefix"].startswith("media/alice/")
 
     # The workflows: each step on the events AWS would give it.
-    [inbound] = await backend.staging.keys("inbound/")
-    result = await step(
-        container,
-        steps.translate_inbound,
-        object_created(backend.settings.bucket, inbound),
-    )
-    assert result["status"] == "done", result
-    [fanout] = await backend.staging.keys("outbound/tasks/")
-    result = await step(
-        container,
-        steps.translate_outbound,
-        object_created(backend.settings.bucket, fanout),
-    )
-    assert result["status"] == "done", result
+    # The Follow (answered with an Accept), then the post's fan-out.
+    for prefix, translate in (
+        ("inbound/", steps.translate_inbound),
+        ("outbound/tasks/", steps.translate_outbound),
+    ):
+        [key] = await backend.staging.keys(prefix)
+        event = object_created(backend.settings.bucket, key)
+        result = await step(container, translate, event)
+        assert result["status"] == "done", result
     for key in await backend.staging.keys("outbound/deliver/"):
         expanded = await step(
             container, steps.expand, object_created(backend.settings.bucket, key)
