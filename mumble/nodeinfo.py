@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
@@ -9,6 +10,7 @@ from aiohttp import web
 from .web_base import FEDERATION, json_response
 
 PROFILE = "http://nodeinfo.diaspora.software/ns/schema/2.1"
+DAY = 24 * 3600
 
 
 def _version() -> str:
@@ -35,6 +37,7 @@ async def handle_nodeinfo(request: web.Request) -> web.Response:
     for user in users:
         counts = await fed.backend.get("counts", user.username) or {}
         posts += int(counts.get("posts", 0))
+    now = time.time()
     doc = {
         "version": "2.1",
         "software": {"name": fed.settings.software_name, "version": _version()},
@@ -44,8 +47,8 @@ async def handle_nodeinfo(request: web.Request) -> web.Response:
         "usage": {
             "users": {
                 "total": len(users),
-                "activeMonth": len(users),
-                "activeHalfyear": len(users),
+                "activeMonth": await fed.users.active_since(now - 30 * DAY),
+                "activeHalfyear": await fed.users.active_since(now - 180 * DAY),
             },
             "localPosts": posts,
         },

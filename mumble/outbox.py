@@ -84,6 +84,7 @@ async def handle_post_to_outbox(request: web.Request) -> web.StreamResponse:
         raise BadRequest(
             f"the outbox does not take {sorted(types) or 'untyped objects'}"
         )
+    await fed.users.note_activity(username)
     return json_response(activity, status=201, headers={"Location": activity["id"]})
 
 

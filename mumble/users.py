@@ -119,6 +119,17 @@ class Users:
                     )
         return self._keys[username]
 
+    async def note_activity(self, username: str, at: float | None = None) -> None:
+        """Record that the user did something, for NodeInfo's active users."""
+        await self.backend.put(
+            "last-activity", username, {"at": time.time() if at is None else at}
+        )
+
+    async def active_since(self, since: float) -> int:
+        """How many users did something after ``since``."""
+        records = await self.backend.query("last-activity", limit=1000)
+        return sum(1 for r in records if float(r.value.get("at", 0)) > since)
+
     async def check_token(self, username: str, token: str) -> bool:
         user = await self.get(username)
         if user is None or not token:
