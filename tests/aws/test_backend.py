@@ -244,6 +244,21 @@ async def test_a_delivery_claim_whose_answer_was_lost_is_staged(
     assert await backend.submit([task]) == 0
 
 
+async def test_a_claim_left_by_a_submit_that_died_is_taken_over(
+    backend: AwsBackend,
+) -> None:
+    task = delivery("a10", "https://p.example/inbox")
+    # Claimed, then the function was stopped before it staged anything.
+    assert await backend._claim(task.id, "a10")
+    assert await staged_inboxes(backend) == []
+
+    assert await backend.submit([task]) == 1
+    assert await staged_inboxes(backend) == [["https://p.example/inbox"]]
+    # Staged, the claim is held: a repeat is a duplicate.
+    assert await backend.submit([task]) == 0
+    assert await staged_inboxes(backend) == [["https://p.example/inbox"]]
+
+
 async def test_an_expired_claim_is_taken_again_before_dynamodb_removes_it(
     backend: AwsBackend,
 ) -> None:

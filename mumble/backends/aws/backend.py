@@ -77,6 +77,10 @@ CLAIM_CONCURRENCY = 32
 #: tables' time-to-live attribute.
 WRITER = "writer"
 EXPIRES = "expires"
+#: A delivery claim's activity, and the staged object its delivery is in
+#: (absent until it is staged).
+CLAIMED_FOR = "activity"
+STAGED_AS = "staged"
 #: Namespaces whose records are documents in S3, and the attribute of their
 #: items that names the document.
 DOCUMENT_NAMESPACES = frozenset({"objects", "activities", "outgoing"})
@@ -394,6 +398,7 @@ class AwsBackend(Backend):
                 # Unclaimed, they can be submitted again instead of being lost.
                 await self.release_claims([task.id for task in group])
                 raise
+            await self._mark_staged(activity, key, [task.id for task in group])
         return len(claimed)
 
     async def claim(self, ns: str, key: str, seconds: float, **value: Any) -> bool:
@@ -412,18 +417,54 @@ class AwsBackend(Backend):
             {":now": {"N": str(int(now))}},
         )
 
+    def _claim_item(self, task_id: str, activity: str) -> dict[str, Any]:
+        item = item_of(CLAIMS, task_id, {"activity": activity})
+        item[EXPIRES] = {"N": str(int(time.time() + CLAIM_SECONDS))}
+        item[CLAIMED_FOR] = {"S": activity}
+        return item
+
     async def _claim(self, task_id: str, activity: str) -> bool:
-        return await self.claim(CLAIMS, task_id, CLAIM_SECONDS, activity=activity)
+        """Claim one delivery for staging.
+
+        A claim of the same activity that was never staged is taken over: it
+        was left by a submit that died between claiming and staging (a
+        function stopped at its timeout), and holding it would lose the
+        delivery until the claim expired.
+        """
+        return await self._insert(
+            table_for(self.settings, CLAIMS),
+            self._claim_item(task_id, activity),
+            f"attribute_not_exists(pk) OR {EXPIRES} < :now OR "
+            f"({CLAIMED_FOR} = :activity AND attribute_not_exists({STAGED_AS}))",
+            {":now": {"N": str(int(time.time()))}, ":activity": {"S": activity}},
+        )
+
+    async def _mark_staged(self, activity: str, key: str, task_ids: list[str]) -> None:
+        """Note that these claims' deliveries are staged, at ``key``."""
+        items = [
+            self._claim_item(task_id, activity) | {STAGED_AS: {"S": key}}
+            for task_id in task_ids
+        ]
+        await self._batch_write(
+            CLAIMS, [{"PutRequest": {"Item": item}} for item in items], "staged"
+        )
 
     async def release_claims(self, task_ids: Sequence[str]) -> None:
         """Let these deliveries be submitted again (their workflow has settled)."""
-        table = table_for(self.settings, CLAIMS)
-        for start in range(0, len(task_ids), 25):
-            requests = [
-                {"DeleteRequest": {"Key": key_of(CLAIMS, task_id)}}
-                for task_id in task_ids[start : start + 25]
-            ]
-            pending: dict[str, Any] = {table: requests}
+        requests = [
+            {"DeleteRequest": {"Key": key_of(CLAIMS, task_id)}} for task_id in task_ids
+        ]
+        # Unreleased, they expire on their own (CLAIM_SECONDS); until then, a
+        # repeat of these deliveries is taken for a duplicate.
+        await self._batch_write(CLAIMS, requests, "released")
+
+    async def _batch_write(
+        self, ns: str, requests: Sequence[dict[str, Any]], done: str
+    ) -> None:
+        """Write in batches of 25, retrying what DynamoDB leaves unprocessed."""
+        table = table_for(self.settings, ns)
+        for start in range(0, len(requests), 25):
+            pending: dict[str, Any] = {table: list(requests[start : start + 25])}
             for attempt in range(8):
                 response = await self._dynamodb.batch_write_item(RequestItems=pending)
                 pending = response.get("UnprocessedItems") or {}
@@ -431,9 +472,7 @@ class AwsBackend(Backend):
                     break
                 await asyncio.sleep(0.05 * 2**attempt)
             else:
-                # They expire on their own (CLAIM_SECONDS); until then, a repeat
-                # of these deliveries is taken for a duplicate.
-                log.warning("%d delivery claims were not released", len(requests))
+                log.warning("%d %s records were not %s", len(pending[table]), ns, done)
 
     async def run_tasks(
         self,

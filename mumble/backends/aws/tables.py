@@ -3,10 +3,11 @@
 Both tables have the same key schema: partition key ``pk`` (string) holds the
 namespace and sort key ``sk`` (string) holds the record's key, so one
 namespace is one item collection and :meth:`AwsBackend.query` is a single
-Query on it. The user table holds what is about local users (their records and
-when they were last active) and their relationships, and the counts (of users and of their posts: one namespace
-lives in one table); the object table holds everything else (objects,
-activities, replies, reactions, outboxes, caches, delivery claims).
+Query on it. The user table holds what is about local users (their records
+and when they were last active) and their relationships, and the counts (of
+users and of their posts: one namespace lives in one table); the object
+table holds everything else (objects, activities, replies, reactions,
+outboxes, caches, delivery claims).
 :data:`USER_NAMESPACES` is the one place that decides.
 
 An item is ``pk``, ``sk`` and ``value``, the record as a JSON string, which
