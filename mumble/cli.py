@@ -143,22 +143,23 @@ def cmd_serve(args: argparse.Namespace, factory: AppFactory | None) -> None:
             file=sys.stderr,
         )
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    config["listen"] = f"http://{local_host}:{args.port}"
-    save_config(data, config)
+    listen = f"http://{local_host}:{args.port}"
     settings = settings_from(data, config, allow_private=args.allow_private_addresses)
     app = (factory or Mumble)(settings)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiohttp.server").addFilter(_one_line_for_bad_http)
-    ready = f"serving @{config['username']}@{settings.host} on {config['listen']}"
+    ready = f"serving @{config['username']}@{settings.host} on {listen}"
+
+    def listening(_banner: str) -> None:
+        # Only a server that is listening tells the client commands where
+        # it is; a start that failed to bind must not.
+        save_config(data, config | {"listen": listen})
+        print(ready, flush=True)
+
     try:
-        web.run_app(
-            app.web_app(),
-            host=args.host,
-            port=args.port,
-            print=lambda _banner: print(ready, flush=True),
-        )
+        web.run_app(app.web_app(), host=args.host, port=args.port, print=listening)
     except OSError as exc:
         raise CommandError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"

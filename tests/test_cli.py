@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -191,6 +192,23 @@ def test_serving_on_a_busy_port_is_one_line_not_a_traceback(
         and "Traceback" not in result.stderr
     )
     assert "serving @" not in result.stdout
+    # The client commands still find the server that is running.
+    assert "listen" not in json.loads((tmp_path / "other" / "config.json").read_text())
+
+
+def test_a_start_that_cannot_listen_leaves_the_clients_pointing_where_they_were(
+    running: tuple[Path, int], tmp_path: Path
+) -> None:
+    data, port = running
+    busy = unused_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", busy))
+        taken.listen()
+        result = mumble(data, "serve", "--port", str(busy))
+    assert result.returncode == 1 and "cannot listen" in result.stderr
+    listen = json.loads((data / "config.json").read_text())["listen"]
+    assert listen == f"http://127.0.0.1:{port}"
+    assert mumble(data, "followers").returncode == 0
 
 
 def test_a_restart_with_another_identity_warns_and_keeps_the_first(
