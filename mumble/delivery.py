@@ -17,6 +17,7 @@ hammered; their tasks wait without spending an attempt.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -43,6 +44,8 @@ log = logging.getLogger("mumble.delivery")
 PERMANENT = frozenset({400, 403, 404, 405, 410, 413, 414, 415, 422, 501})
 GONE = frozenset({404, 410})
 MAX_RETRY_AFTER = 24 * 3600.0
+#: Actors addressed directly that are looked up at once.
+ADDRESSEES_AT_ONCE = 8
 
 
 @dataclass
@@ -67,21 +70,28 @@ class Delivery:
             for name in ("to", "cc", "bto", "bcc", "audience")
             for a in as_list(activity.get(name))
         ]
+        remote: set[str] = set()
         for address in addresses:
             if not address or is_public(address) or address == PUBLIC:
                 continue
             if address == followers:
                 inboxes |= await self.fed.follows.follower_inboxes(username)
-            elif self.fed.ids.is_local(address):
-                continue
-            else:
+            elif not self.fed.ids.is_local(address):
+                remote.add(address)
+        # Actors addressed directly are looked up at once, a few at a time,
+        # so that a silent server holds up the others by one timeout at most.
+        gate = asyncio.Semaphore(ADDRESSEES_AT_ONCE)
+
+        async def inbox_of(address: str) -> str | None:
+            async with gate:
                 try:
-                    actor = await self.fed.actors.get(address)
+                    return (await self.fed.actors.get(address)).delivery_inbox
                 except (FetchError, MumbleError) as exc:
                     log.warning("not delivering to %s: %s", address, exc)
-                    continue
-                inboxes.add(actor.delivery_inbox)
-        return inboxes
+                    return None
+
+        found = await asyncio.gather(*(inbox_of(a) for a in sorted(remote)))
+        return inboxes | {inbox for inbox in found if inbox}
 
     async def deliver(self, username: str, activity: dict[str, Any]) -> None:
         """Queue an activity for every inbox its addressing reaches.

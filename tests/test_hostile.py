@@ -2391,3 +2391,25 @@ async def test_a_key_server_that_does_not_answer_is_asked_once(
     await assert_rejected(server, 401, url, body, signed_headers(slow, url, body))
     assert time.monotonic() - started < 2.5
     assert site.hits.count(("GET", "/actors/slow")) == 1
+
+
+async def test_silent_addressees_hold_a_post_up_by_one_timeout_not_each(
+    make_server: ServerFactory, site: Site, peer: Peer
+) -> None:
+    server = await make_server(fetch_timeout=1.0)
+
+    async def silent(request: web.Request) -> web.StreamResponse:
+        await site.stall(10)
+        return web.Response()
+
+    addressees = [site.url(f"/actors/quiet{i}") for i in range(5)]
+    for address in addressees:
+        site.routes[urlsplit(address).path] = silent
+    bob = peer.user("bob")
+    await follow(server, peer, bob)
+    started = time.monotonic()
+    await local_post(server, cc=[f"{server.actor}/followers", *addressees])
+    await eventually(
+        lambda: any(d.activity.get("type") == "Create" for d in peer.received)
+    )
+    assert time.monotonic() - started < 3

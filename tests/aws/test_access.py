@@ -154,7 +154,11 @@ def deployment(
 async def test_every_call_a_function_makes_is_one_it_is_granted(
     deployment: Deployment,
 ) -> None:
-    environ = deployment.environ | {"MUMBLE_ALLOW_PRIVATE_ADDRESSES": "1"}
+    environ = deployment.environ | {
+        "MUMBLE_ALLOW_PRIVATE_ADDRESSES": "1",
+        # Its handler posts, from the function that translates inbound work.
+        "MUMBLE_APPLICATION": "tests.aws.application:thankful",
+    }
     recorder = Recorder(environ)
     # Clients copy the session's handlers when they are created, which the
     # functions below do at their first invocation.
@@ -254,9 +258,10 @@ async def scenario(
         result = await step(container, translate, event)
         assert result["status"] == "done", result
     for key in await backend.staging.keys("outbound/deliver/"):
-        expanded = await step(
-            container, steps.expand, object_created(backend.settings.bucket, key)
-        )
+        # As the workflow hands it over: the object, and the execution.
+        located = {"bucket": backend.settings.bucket, "key": key, "attempts": 0}
+        located["execution"] = f"arn:aws:states:::execution:deliver:{key[-12:]}"
+        expanded = await step(container, steps.expand, located)
         results = []
         for item in expanded["inboxes"]:
             pushed = await step(container, steps.push, item)
@@ -306,6 +311,28 @@ async def scenario(
         assert outcome == {"batchItemFailures": []}
     # Bob follows; carol's server answered 410, which removed her.
     assert await backend.get("counts", "alice") == {"followers": 1, "posts": 1}
+
+    # A like, which the application answers with a post of its own.
+    [post] = [r.key for r in await backend.query("objects")]
+    like = json.dumps(peer.activity(bob, "Like", post)).encode()
+    signed = sign_request(
+        "POST",
+        f"https://{DOMAIN}/inbox",
+        key_id=bob.key_id,
+        private_key=bob.key,
+        body=like,
+        headers={"Content-Type": "application/activity+json"},
+    )
+    event = v2_event("POST", "/inbox", through_cloudfront(signed), body=like)
+    await as_function("api", lambda: call(event))
+    [inbound] = await backend.staging.keys("inbound/")
+    located = object_created(backend.settings.bucket, inbound)
+    assert (await step(container, steps.translate_inbound, located))["status"] == "done"
+    [thanks] = await backend.staging.keys("outbound/tasks/")
+    located = object_created(backend.settings.bucket, thanks)
+    assert (await step(container, steps.translate_outbound, located))[
+        "status"
+    ] == "done"
 
 
 @pytest.mark.parametrize("name", sorted(ACCESS))

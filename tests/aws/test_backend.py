@@ -53,50 +53,6 @@ async def test_records_sit_in_their_namespace_table_as_json(
     assert await backend.get("replies", "https://x.example/n/1") == document
 
 
-async def documents(backend: AwsBackend) -> list[str]:
-    return sorted(await backend.staging.keys("objects/"))
-
-
-async def test_objects_and_activities_are_documents_in_s3_that_items_point_at(
-    backend: AwsBackend,
-) -> None:
-    key = "https://social.example/users/alice/posts/1"
-    first = {"object": {"id": key, "content": "x" * (500 * 1024)}}
-    assert await backend.put("objects", key, first)
-
-    [place] = await documents(backend)
-    assert place.startswith("objects/objects/")
-    item = await stored_item(backend, OBJECT_TABLE, "objects", key)
-    assert set(item) == {"pk", "sk", "document"} and item["document"]["S"] == place
-    assert await backend.get("objects", key) == first
-
-    # An overwrite moves the item to a new document and removes the old one.
-    assert await backend.put("objects", key, {"object": {"id": key}})
-    [moved] = await documents(backend)
-    assert moved != place and await backend.get("objects", key) == {
-        "object": {"id": key}
-    }
-    # A losing writer leaves the winner's document alone, and none of its own.
-    assert not await backend.put("objects", key, {"late": True}, only_new=True)
-    assert await documents(backend) == [moved]
-    assert [r.value for r in await backend.query("objects")] == [
-        {"object": {"id": key}}
-    ]
-
-    assert await backend.delete("objects", key) == {"object": {"id": key}}
-    assert await documents(backend) == []
-    assert await backend.get("objects", key) is None
-
-
-async def test_a_document_write_whose_answer_was_lost_keeps_its_document(
-    backend: AwsBackend, backoffs: list[float]
-) -> None:
-    AppliedThenLost(backend.clients.dynamodb, "dynamodb.PutItem")
-    assert await backend.put("activities", "a", {"v": 1})
-    assert await backend.get("activities", "a") == {"v": 1}
-    assert len(await documents(backend)) == 1
-
-
 async def test_private_keys_are_secure_parameters_not_records(
     backend: AwsBackend,
 ) -> None:
@@ -244,6 +200,38 @@ async def test_a_delivery_claim_whose_answer_was_lost_is_staged(
     assert await backend.submit([task]) == 0
 
 
+async def test_a_claim_that_fails_leaves_every_delivery_to_submit_again(
+    backend: AwsBackend, backoffs: list[float]
+) -> None:
+    tasks = [delivery("a11", f"https://{h}.example/inbox") for h in "pqr"]
+    failing = [dynamodb_error(500, "InternalServerError")] * 4
+
+    def claims_the_second(request: Any) -> bool:
+        item = json.loads(request.body).get("Item", {})
+        return bool(item.get("sk", {}).get("S") == tasks[1].id)
+
+    Faults(
+        backend.clients.dynamodb, "dynamodb.PutItem", failing, match=claims_the_second
+    )
+    with pytest.raises(ClientError):
+        await backend.submit(tasks)
+    assert await staged_inboxes(backend) == []
+    # The fan-out is retried: every inbox is staged.
+    assert await backend.submit(tasks) == 3
+    assert await staged_inboxes(backend) == [sorted(t.payload["inbox"] for t in tasks)]
+
+
+async def test_a_group_that_fails_to_stage_leaves_it_and_the_next_to_submit_again(
+    backend: AwsBackend, backoffs: list[float]
+) -> None:
+    tasks = [delivery("a12", f"https://h{i:03}.example/inbox") for i in range(201)]
+    Faults(backend.clients.s3, "s3.PutObject", [s3_error(500, "InternalError")] * 4)
+    with pytest.raises(ClientError):
+        await backend.submit(tasks)
+    assert await backend.submit(tasks) == 201
+    assert sum(map(len, await staged_inboxes(backend))) == 201
+
+
 async def test_a_claim_left_by_a_submit_that_died_is_taken_over(
     backend: AwsBackend,
 ) -> None:
@@ -267,6 +255,18 @@ async def test_an_expired_claim_is_taken_again_before_dynamodb_removes_it(
     assert await backend.claim("leases", "y", -1, by="first")
     assert await backend.claim("leases", "y", 60, by="second")
     assert (await backend.get("leases", "y") or {})["by"] == "second"
+
+
+async def test_a_claim_is_released_only_by_who_holds_it(backend: AwsBackend) -> None:
+    first = await backend.claim("leases", "x", -1)  # held, then expired
+    assert first is not None
+    second = await backend.claim("leases", "x", 60)
+    assert second is not None and second != first
+    # The first holder, finishing late, lets go of nothing.
+    await backend.release("leases", "x", first)
+    assert await backend.claim("leases", "x", 60) is None
+    await backend.release("leases", "x", second)
+    assert await backend.claim("leases", "x", 60) is not None
 
 
 async def test_a_user_whose_creating_write_lost_its_answer_is_whole(

@@ -17,18 +17,25 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from mumble import Federation, Settings
 from mumble.backends import Task
 from mumble.backends.aws import AwsBackend, AwsSettings, handlers, steps
 from mumble.backends.aws.bucket import inbound_key
+from mumble.backends.aws.clients import is_transient
 from mumble.backends.aws.counts import apply_stream
 from mumble.backends.aws.events import MalformedEvent
 from mumble.backends.aws.handlers import Container, TransientAwsError
 from mumble.backends.aws.steps import Step, StepContext
 
 from . import application
-from .faults import Faults, s3_error
+from .faults import Faults, dynamodb_error, s3_error
 from .samples import object_created, stream_record
 from .service import BUCKET, MotoService
 from .stream import stream_batches
@@ -122,8 +129,48 @@ async def test_aws_failing_a_step_past_its_retries_is_a_named_transient_error(
     assert await backend.staging.read(key) is not None, "the work is kept"
 
 
+async def test_aws_failing_inside_a_task_is_retried_by_the_workflow_not_counted(
+    backend: AwsBackend, container: Container, backoffs: list[float]
+) -> None:
+    like = {"id": f"{BOB}/likes/10", "type": "Like", "actor": BOB, "object": POST}
+    task = inbound_task(like)
+    assert await backend.submit([task]) == 1
+    event = object_created(BUCKET, inbound_key(task.id))
+    clients = await asyncio.to_thread(container.invoke, _clients, None)
+    throttled = dynamodb_error(400, "ThrottlingException")
+    faults = Faults(clients["dynamodb"], "dynamodb.GetItem", [throttled] * 40)
+
+    for _ in range(3):
+        with pytest.raises(TransientAwsError, match="Throttling"):
+            await invoke(container, steps.translate_inbound, event)
+    faults.remove()
+    # No attempt was counted against the task: it runs as if for the first time.
+    result = await invoke(container, steps.translate_inbound, event)
+    assert (result["status"], result["attempts"]) == ("done", 0)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionClosedError(endpoint_url="https://s3.example"),
+        ReadTimeoutError(endpoint_url="https://s3.example"),
+        EndpointConnectionError(endpoint_url="https://s3.example"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_dropped_and_refused_connections_are_transient(error: Exception) -> None:
+    assert is_transient(error)
+
+
+def test_a_refusal_of_our_own_is_not_transient() -> None:
+    invalid = ClientError(
+        {"Error": {"Code": "ValidationException"}, "ResponseMetadata": {}}, "PutItem"
+    )
+    assert not is_transient(invalid) and not is_transient(KeyError("x"))
+
+
 async def _clients(ctx: StepContext, event: Any) -> dict[str, Any]:
-    return {"s3": ctx.backend.clients.s3}
+    return {"s3": ctx.backend.clients.s3, "dynamodb": ctx.backend.clients.dynamodb}
 
 
 async def test_a_step_failing_on_its_own_is_not_called_transient(
@@ -134,6 +181,25 @@ async def test_a_step_failing_on_its_own_is_not_called_transient(
 
     with pytest.raises(KeyError):
         await invoke(container, broken, {})
+
+
+async def test_an_execution_that_finds_the_object_leased_does_not_read_it(
+    backend: AwsBackend, container: Container
+) -> None:
+    task = inbound_task({"id": f"{BOB}/likes/11", "type": "Like", "actor": BOB})
+    assert await backend.submit([task]) == 1
+    key = inbound_key(task.id)
+    holder = await backend.claim(steps.LEASES, key, 60)
+    assert holder is not None
+    clients = await asyncio.to_thread(container.invoke, _clients, None)
+    reads = Faults(clients["s3"], "s3.GetObject", [], match=lambda r: key in str(r.url))
+
+    result = await invoke(
+        container, steps.translate_inbound, object_created(BUCKET, key)
+    )
+    assert result["status"] == "retry" and result["attempts"] == 0
+    assert reads.calls == 0
+    await backend.release(steps.LEASES, key, holder)
 
 
 async def test_one_object_translated_by_two_executions_at_once_runs_once(
@@ -411,6 +477,28 @@ def delivery_task(activity: str, inbox: str) -> Task:
         "deliver",
         {"activity": activity, "username": "alice", "inbox": inbox},
     )
+
+
+async def test_only_one_execution_delivers_a_staged_delivery_object(
+    backend: AwsBackend, container: Container
+) -> None:
+    assert await backend.submit([delivery_task("a3", "https://p.example/inbox")]) == 1
+    [key] = await backend.staging.keys("outbound/deliver/")
+    first = {"bucket": BUCKET, "key": key, "attempts": 0, "execution": "arn:x:1"}
+    second = first | {"execution": "arn:x:2"}
+
+    expanded = await invoke(container, steps.expand, first)
+    assert [i["inbox"] for i in expanded["inboxes"]] == ["https://p.example/inbox"]
+    # Expanded again by the same execution (a retried invocation): the same.
+    again = await invoke(container, steps.expand, first)
+    assert again["inboxes"] == expanded["inboxes"]
+    # Another execution for the same object, from a duplicated S3 event.
+    duplicate = await invoke(container, steps.expand, second)
+    assert (duplicate["inboxes"], duplicate["duplicate"]) == ([], True)
+
+    results = [{"id": expanded["inboxes"][0]["task"]["id"], "status": "done"}]
+    await invoke(container, steps.settle, first | {"reason": "", "results": results})
+    assert await backend.get(steps.DELIVERING, key) is None
 
 
 async def test_settle_without_results_refuses_and_keeps_the_deliveries(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 import zipfile
 from collections import Counter
 from typing import Any
@@ -159,8 +160,11 @@ class Workflows:
         }
 
     def run(self, workflow: str, event: dict[str, Any]) -> Execution:
+        # Executions started by EventBridge have names of their own.
         arn = self.sfn.start_execution(
-            stateMachineArn=self.machines[workflow], input=json.dumps(event)
+            stateMachineArn=self.machines[workflow],
+            name=uuid.uuid4().hex,
+            input=json.dumps(event),
         )["executionArn"]
         deadline = time.monotonic() + 60
         while (described := self.sfn.describe_execution(executionArn=arn))[
@@ -179,6 +183,7 @@ class Execution:
         events: list[dict[str, Any]],
         functions: dict[str, str],
     ) -> None:
+        self.arn = described["executionArn"]
         self.status = described["status"]
         self.output = json.loads(described.get("output") or "null")
         self.events = events
@@ -245,7 +250,12 @@ def test_deliver_maps_over_inboxes_retrying_transient_and_catching_permanent(
     assert execution.status == "SUCCEEDED"
     # Locate hands Expand the staged object the S3 event named.
     [(_, expand_input)] = execution.calls("expand")
-    assert expand_input == {"bucket": BUCKET, "key": key, "attempts": 0}
+    assert expand_input == {
+        "bucket": BUCKET,
+        "key": key,
+        "attempts": 0,
+        "execution": execution.arn,
+    }
     assert execution.most_iterations_at_once() == 2
 
     pushes = execution.calls("push")
@@ -394,3 +404,19 @@ def test_s3_events_reach_the_workflow_of_their_prefix_only(
     execution = workflows.run("inbound", received["inbound"][0])
     [(_, translate_input)] = execution.calls("translate_inbound")
     assert translate_input == {"bucket": BUCKET, "key": keys["inbound"], "attempts": 0}
+
+
+def test_a_second_execution_for_one_delivery_object_delivers_nothing(
+    workflows: Workflows, moto_service: MotoService
+) -> None:
+    key = "outbound/deliver/a/b.json"
+    # What expand answers an execution that finds another delivering.
+    moto_service.queue_lambda_results(
+        [{"bucket": BUCKET, "key": key, "inboxes": [], "duplicate": True}]
+    )
+    execution = workflows.run("deliver", object_created(BUCKET, key))
+    assert execution.status == "SUCCEEDED"
+    [(_, expand_input)] = execution.calls("expand")
+    assert expand_input["execution"] == execution.arn
+    assert execution.calls("push") == [] and execution.calls("settle") == []
+    assert execution.entered("Duplicate")

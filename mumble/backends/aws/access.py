@@ -23,15 +23,17 @@ READ = ("s3:GetObject",)
 WRITE = ("s3:PutObject",)
 REMOVE = ("s3:DeleteObject",)
 #: Records: what the backend calls on a table for get, put, delete, query,
-#: increment, claims and their release.
+#: claims and their release.
 RECORDS = (
     "dynamodb:GetItem",
     "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",
     "dynamodb:BatchWriteItem",
 )
+#: And where an application's code runs (its routes, its activity handlers),
+#: the contract's increment, which Mumble itself does not use.
+APPLICATION_RECORDS = (*RECORDS, "dynamodb:UpdateItem")
 #: A stream transaction: a conditional marker and the counts' additions.
 COUNTS = ("dynamodb:PutItem", "dynamodb:UpdateItem")
 
@@ -53,10 +55,15 @@ class Access:
         return any("s3:GetObject" in actions for actions in self.objects.values())
 
 
-def _framework(objects: Mapping[str, tuple[str, ...]]) -> Access:
+def _framework(
+    objects: Mapping[str, tuple[str, ...]],
+    *,
+    documents: tuple[str, ...] = READ + WRITE + REMOVE,
+    records: tuple[str, ...] = RECORDS,
+) -> Access:
     return Access(
-        tables={USER_TABLE: RECORDS, OBJECT_TABLE: RECORDS},
-        objects={OBJECTS: READ + WRITE + REMOVE, **objects},
+        tables={USER_TABLE: records, OBJECT_TABLE: records},
+        objects={OBJECTS: documents, **objects},
         parameters=True,
     )
 
@@ -66,18 +73,29 @@ ACCESS: dict[str, Access] = {
     # the function's own credentials, so it must be allowed to write them.
     # Posts stage their fan-out, and follows their one delivery.
     "api": _framework(
-        {INBOUND: WRITE, MEDIA: WRITE, OUTBOUND_TASKS: WRITE, OUTBOUND_DELIVER: WRITE}
+        {INBOUND: WRITE, MEDIA: WRITE, OUTBOUND_TASKS: WRITE, OUTBOUND_DELIVER: WRITE},
+        records=APPLICATION_RECORDS,
     ),
-    # Inbound activities stage deliveries of their answers (Accept).
-    "translate_inbound": _framework({INBOUND: READ + REMOVE, OUTBOUND_DELIVER: WRITE}),
+    # Inbound activities stage deliveries of their answers (Accept); the
+    # application's handlers run here too, and may post (a fan-out).
+    "translate_inbound": _framework(
+        {INBOUND: READ + REMOVE, OUTBOUND_TASKS: WRITE, OUTBOUND_DELIVER: WRITE},
+        records=APPLICATION_RECORDS,
+    ),
+    # A fan-out stages the deliveries of an activity it reads.
     "translate_outbound": _framework(
-        {OUTBOUND_TASKS: READ + WRITE + REMOVE, OUTBOUND_DELIVER: WRITE}
+        {OUTBOUND_TASKS: READ + REMOVE, OUTBOUND_DELIVER: WRITE}
     ),
-    "push": _framework({}),
-    "expand": Access(objects={OUTBOUND_DELIVER: READ}),
-    # Settling releases the deliveries' claims, which the object table holds.
+    # A push reads the activity it sends; a gone inbox removes followers.
+    "push": _framework({}, documents=READ),
+    # Expanding claims the delivery for its execution, in the object table.
+    "expand": Access(
+        tables={OBJECT_TABLE: ("dynamodb:GetItem", "dynamodb:PutItem")},
+        objects={OUTBOUND_DELIVER: READ},
+    ),
+    # Settling releases the deliveries' claims and the execution's.
     "settle": Access(
-        tables={OBJECT_TABLE: ("dynamodb:BatchWriteItem",)},
+        tables={OBJECT_TABLE: ("dynamodb:BatchWriteItem", "dynamodb:DeleteItem")},
         objects={OUTBOUND_DELIVER: READ + REMOVE, QUARANTINED: WRITE},
     ),
     # The translating workflows' quarantine; deliveries are settled instead.

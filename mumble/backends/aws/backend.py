@@ -9,13 +9,9 @@ tells that this call was the writer. ``delete`` returns the old
 item from the same call. ``query`` is one DynamoDB Query per page (never a
 Scan), ordered and bounded by the sort key. Reads are strongly consistent.
 
-The documents of objects, activities and outgoing activities
-(:data:`DOCUMENT_NAMESPACES`) are kept in S3 under ``objects/``, where their
-size is not bounded by DynamoDB's 400 KB; their items hold the S3 key of
-the document and nothing else. Each write puts its document at a key of its
-own, then points the item at it and removes the document the item pointed
-at before, so a reader never sees half of one write and a losing writer
-never touches the winner's document.
+The documents of objects, activities and outgoing activities are kept in
+S3 under ``objects/``, where their size is not bounded by DynamoDB's
+400 KB; their items hold the S3 key of the document (see :mod:`.documents`).
 
 Counts are not written here. The tables' streams feed the statistics
 handler (:mod:`.counts`), which applies :func:`mumble.statistics.count_changes`
@@ -34,7 +30,6 @@ AWS, creating a staged object starts a Step Functions workflow; elsewhere
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -44,16 +39,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from ..base import Backend, Record, Task, TaskRunner, check_key, storable_key
+from ..base import Backend, Record, Task, TaskRunner, storable_key
 from .bucket import (
     DELIVERY_GROUP_SIZE,
     delivery_key,
-    document_key,
     inbound_key,
     media_key,
     task_key,
 )
 from .clients import AwsClients, error_code
+from .documents import DOCUMENT, DOCUMENT_NAMESPACES, Documents
 from .parameters import PRIVATE_KEYS, Parameters
 from .settings import AwsSettings
 from .staging import Staging, task_document
@@ -81,10 +76,6 @@ EXPIRES = "expires"
 #: (absent until it is staged).
 CLAIMED_FOR = "activity"
 STAGED_AS = "staged"
-#: Namespaces whose records are documents in S3, and the attribute of their
-#: items that names the document.
-DOCUMENT_NAMESPACES = frozenset({"objects", "activities", "outgoing"})
-DOCUMENT = "document"
 
 
 class AwsBackend(Backend):
@@ -93,6 +84,7 @@ class AwsBackend(Backend):
         self.clients = AwsClients(settings)
         self.staging = Staging(self.clients, settings.bucket)
         self.parameters = Parameters(self.clients, settings.ssm_prefix)
+        self.documents = Documents(self)
         self._wakeups: set[asyncio.Event] = set()
         self._opened = False
 
@@ -139,7 +131,7 @@ class AwsBackend(Backend):
         if item is None:
             return None
         if DOCUMENT in item:
-            return await self._document(item[DOCUMENT]["S"])
+            return await self.documents.get(ns, key)
         return value_of(item)
 
     async def put(
@@ -148,66 +140,14 @@ class AwsBackend(Backend):
         if ns == PRIVATE_KEYS:
             return await self.parameters.put(key, value, only_new)
         if ns in DOCUMENT_NAMESPACES:
-            return await self._put_document(ns, key, value, only_new)
+            return await self.documents.put(ns, key, value, only_new=only_new)
         table, item = table_for(self.settings, ns), item_of(ns, key, value)
         if only_new:
-            return await self._insert(table, item)
+            return await self.insert(table, item)
         await self._dynamodb.put_item(TableName=table, Item=item)
         return True
 
-    async def _put_document(
-        self, ns: str, key: str, value: dict[str, Any], only_new: bool
-    ) -> bool:
-        check_key(ns, key)
-        place = document_key(ns, key)
-        await self.clients.s3.put_object(
-            Bucket=self.settings.bucket,
-            Key=place,
-            Body=json.dumps(value, ensure_ascii=False).encode(),
-            ContentType="application/json",
-        )
-        table = table_for(self.settings, ns)
-        item = key_of(ns, key) | {DOCUMENT: {"S": place}}
-        try:
-            if only_new:
-                won = await self._insert(table, item)
-                if not won:
-                    await self._remove_document(place)
-                return won
-            response = await self._dynamodb.put_item(
-                TableName=table, Item=item, ReturnValues="ALL_OLD"
-            )
-        except BaseException:
-            await self._remove_document(place)
-            raise
-        before = response.get("Attributes", {}).get(DOCUMENT, {}).get("S")
-        # A retried write whose answer was lost replaced its own item.
-        if before and before != place:
-            await self._remove_document(before)
-        return True
-
-    async def _document(self, place: str) -> dict[str, Any] | None:
-        try:
-            response = await self.clients.s3.get_object(
-                Bucket=self.settings.bucket, Key=place
-            )
-        except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                log.warning("a record's document %s is missing", place)
-                return None
-            raise
-        async with response["Body"] as stream:
-            document: dict[str, Any] = json.loads(await stream.read())
-        return document
-
-    async def _remove_document(self, place: str) -> None:
-        """Remove a document nothing points at any more; a failure only leaks it."""
-        try:
-            await self.clients.s3.delete_object(Bucket=self.settings.bucket, Key=place)
-        except Exception:
-            log.warning("could not remove the unused document %s", place, exc_info=True)
-
-    async def _insert(
+    async def insert(
         self,
         table: str,
         item: dict[str, Any],
@@ -215,7 +155,23 @@ class AwsBackend(Backend):
         values: dict[str, Any] | None = None,
     ) -> bool:
         """Write ``item`` if ``condition`` holds; True if this call wrote it."""
-        token = secrets.token_hex(16)
+        won, _ = await self.insert_or_find(table, item, condition, values)
+        return won
+
+    async def insert_or_find(
+        self,
+        table: str,
+        item: dict[str, Any],
+        condition: str = "attribute_not_exists(pk)",
+        values: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+    ) -> tuple[bool, dict[str, Any]]:
+        """:meth:`insert`, and when another write holds the place, its item.
+
+        ``token`` names this writer in the item (a fresh one by default).
+        """
+        token = token or secrets.token_hex(16)
         request: dict[str, Any] = {
             "TableName": table,
             "Item": item | {WRITER: {"S": token}},
@@ -237,28 +193,23 @@ class AwsBackend(Backend):
                     ConsistentRead=True,
                 )
                 existing = response.get("Item") or {}
-            return bool(existing.get(WRITER, {}).get("S") == token)
-        return True
+            return existing.get(WRITER, {}).get("S") == token, existing
+        return True, {}
 
     async def delete(self, ns: str, key: str) -> dict[str, Any] | None:
         if ns == PRIVATE_KEYS:
             return await self.parameters.delete(key)
         if not storable_key(key):
             return None
+        if ns in DOCUMENT_NAMESPACES:
+            return await self.documents.delete(ns, key)
         response = await self._dynamodb.delete_item(
             TableName=table_for(self.settings, ns),
             Key=key_of(ns, key),
             ReturnValues="ALL_OLD",
         )
         old = response.get("Attributes")
-        if not old:
-            return None
-        if DOCUMENT in old:
-            place = old[DOCUMENT]["S"]
-            document = await self._document(place)
-            await self._remove_document(place)
-            return document
-        return value_of(old)
+        return None if not old else value_of(old)
 
     async def query(
         self,
@@ -302,8 +253,15 @@ class AwsBackend(Backend):
         return records
 
     async def _records(self, items: list[dict[str, Any]]) -> list[Record]:
+        async def document(item: dict[str, Any]) -> dict[str, Any] | None:
+            found = await self.documents.read(item[DOCUMENT]["S"])
+            if found is None:
+                # Moved on since the page was read: follow the item.
+                found = await self.documents.get(item["pk"]["S"], item["sk"]["S"])
+            return found
+
         documents = await asyncio.gather(
-            *(self._document(item[DOCUMENT]["S"]) for item in items if DOCUMENT in item)
+            *(document(item) for item in items if DOCUMENT in item)
         )
         found = iter(documents)
         records = []
@@ -383,8 +341,17 @@ class AwsBackend(Backend):
             async with gate:
                 return await self._claim(task.id, activity)
 
-        won = await asyncio.gather(*(claim(task) for task in tasks))
-        claimed = [task for task, ok in zip(tasks, won, strict=True) if ok]
+        outcomes = await asyncio.gather(
+            *(claim(task) for task in tasks), return_exceptions=True
+        )
+        claimed = [
+            task for task, won in zip(tasks, outcomes, strict=True) if won is True
+        ]
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            # Unclaimed, they can be submitted again instead of being lost.
+            await self.release_claims([task.id for task in claimed])
+            raise failed[0]
         for start in range(0, len(claimed), DELIVERY_GROUP_SIZE):
             group = claimed[start : start + DELIVERY_GROUP_SIZE]
             key = delivery_key(activity, [task.id for task in group])
@@ -395,27 +362,47 @@ class AwsBackend(Backend):
             try:
                 await self.staging.create(key, document)
             except BaseException:
-                # Unclaimed, they can be submitted again instead of being lost.
-                await self.release_claims([task.id for task in group])
+                # This group and the ones after it were not staged.
+                await self.release_claims([task.id for task in claimed[start:]])
                 raise
             await self._mark_staged(activity, key, [task.id for task in group])
         return len(claimed)
 
-    async def claim(self, ns: str, key: str, seconds: float, **value: Any) -> bool:
+    async def claim(
+        self, ns: str, key: str, seconds: float, **value: Any
+    ) -> str | None:
         """Take ``ns``/``key`` for ``seconds`` unless another holds it still.
 
-        A claim past its time can be taken again at once: DynamoDB's TTL may
-        take days to remove an expired item.
+        Returns the holder's token, for :meth:`release`, or None. A claim past
+        its time can be taken again at once: DynamoDB's TTL may take days to
+        remove an expired item.
         """
         now = time.time()
         item = item_of(ns, key, value)
         item[EXPIRES] = {"N": str(int(now + seconds))}
-        return await self._insert(
+        holder = secrets.token_hex(16)
+        won, _ = await self.insert_or_find(
             table_for(self.settings, ns),
             item,
             f"attribute_not_exists(pk) OR {EXPIRES} < :now",
             {":now": {"N": str(int(now))}},
+            token=holder,
         )
+        return holder if won else None
+
+    async def release(self, ns: str, key: str, holder: str) -> None:
+        """Let go of a claim, if ``holder`` still holds it (it may have expired
+        and been taken by another)."""
+        try:
+            await self._dynamodb.delete_item(
+                TableName=table_for(self.settings, ns),
+                Key=key_of(ns, key),
+                ConditionExpression=f"{WRITER} = :holder",
+                ExpressionAttributeValues={":holder": {"S": holder}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
 
     def _claim_item(self, task_id: str, activity: str) -> dict[str, Any]:
         item = item_of(CLAIMS, task_id, {"activity": activity})
@@ -431,7 +418,7 @@ class AwsBackend(Backend):
         function stopped at its timeout), and holding it would lose the
         delivery until the claim expired.
         """
-        return await self._insert(
+        return await self.insert(
             table_for(self.settings, CLAIMS),
             self._claim_item(task_id, activity),
             f"attribute_not_exists(pk) OR {EXPIRES} < :now OR "

@@ -130,12 +130,10 @@ def is_transient(exc: BaseException) -> bool:
     from botocore.exceptions import (  # type: ignore[import-untyped]
         ConnectionError as BotoConnectionError,
     )
-    from botocore.exceptions import (
-        ConnectTimeoutError,
-        ReadTimeoutError,
-    )
+    from botocore.exceptions import HTTPClientError
 
-    if isinstance(exc, BotoConnectionError | ConnectTimeoutError | ReadTimeoutError):
+    # Connections refused, dropped or timed out, on either side of sending.
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
         return True
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):

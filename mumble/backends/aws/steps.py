@@ -33,9 +33,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..base import Task, TaskOutcome, TaskRunner
-from .events import MalformedEvent, staged_ref
+from .clients import is_transient
+from .events import MalformedEvent, StagedRef, staged_ref
 from .staging import InvalidStagedObject, task_document, task_from
-from .workflows import STEP_TIMEOUTS
+from .workflows import EXECUTION_TIMEOUTS, STEP_TIMEOUTS
 
 if TYPE_CHECKING:
     from .backend import AwsBackend
@@ -49,6 +50,10 @@ LEASE_SECONDS = (
     max(STEP_TIMEOUTS["translate_inbound"], STEP_TIMEOUTS["translate_outbound"]) + 30
 )
 LEASE_WAIT_SECONDS = 30
+
+#: Which execution delivers a staged delivery object, for as long as one may.
+DELIVERING = "deliveries-running"
+DELIVERING_SECONDS = EXECUTION_TIMEOUTS["deliver"] + 3600
 
 #: A runner that fails unexpectedly is retried after 1, 2, 4 ... minutes and
 #: given up at the fifth failure, as on the embedded backend.
@@ -90,7 +95,10 @@ async def run_task(runner: TaskRunner, task: Task) -> dict[str, Any]:
     else:
         try:
             outcome = await runner(task)
-        except Exception:
+        except Exception as exc:
+            if is_transient(exc):
+                # AWS's fault, not the task's: the workflow retries the step.
+                raise
             log.exception("task %s (%s) failed", task.id, task.kind)
             if task.attempts + 1 >= CRASH_LIMIT:
                 outcome = TaskOutcome.drop("internal error; gave up")
@@ -104,27 +112,11 @@ async def _translate(
     ctx: StepContext, event: Mapping[str, Any], workflow: str
 ) -> dict[str, Any]:
     ref = staged_ref(event, ctx.backend.settings.bucket, workflow)
-    staging = ctx.backend.staging
-    try:
-        document = await staging.read(ref.key)
-        if document is None:
-            # Another execution finished it: an event delivered twice.
-            return ref.location | {
-                "status": "done",
-                "reason": "already handled",
-                "attempts": ref.attempts,
-            }
-        task = task_from(document.get("task"))
-    except InvalidStagedObject as exc:
-        return ref.location | {
-            "status": "drop",
-            "reason": exc.message,
-            "attempts": ref.attempts,
-        }
-    task = replace(task, attempts=task.attempts + ref.attempts)
     # S3 and EventBridge may start two executions for one object; only one
-    # runs it at a time, and the other comes back when it has finished.
-    if not await ctx.backend.claim(LEASES, ref.key, LEASE_SECONDS):
+    # runs it at a time, and the other comes back when it has finished. The
+    # lease comes first: the object is read only by the one that holds it.
+    holder = await ctx.backend.claim(LEASES, ref.key, LEASE_SECONDS)
+    if holder is None:
         return ref.location | {
             "status": "retry",
             "reason": "another execution is running it",
@@ -133,13 +125,29 @@ async def _translate(
             "attempts": ref.attempts,
         }
     try:
-        result = await run_task(ctx.runner, task)
-        if result["status"] == "done":
-            await staging.remove(ref.key)
+        result = await _run_staged(ctx, ref)
     finally:
-        await ctx.backend.delete(LEASES, ref.key)
+        await ctx.backend.release(LEASES, ref.key, holder)
     counted = int(result.pop("counted", False))
     return ref.location | result | {"attempts": ref.attempts + counted}
+
+
+async def _run_staged(ctx: StepContext, ref: StagedRef) -> dict[str, Any]:
+    """Run the task staged at ``ref``, whose lease the caller holds."""
+    staging = ctx.backend.staging
+    try:
+        document = await staging.read(ref.key)
+        if document is None:
+            # Another execution finished it: an event delivered twice.
+            return {"status": "done", "reason": "already handled"}
+        task = task_from(document.get("task"))
+    except InvalidStagedObject as exc:
+        return {"status": "drop", "reason": exc.message}
+    task = replace(task, attempts=task.attempts + ref.attempts)
+    result = await run_task(ctx.runner, task)
+    if result["status"] == "done":
+        await staging.remove(ref.key)
+    return result
 
 
 async def translate_inbound(
@@ -157,8 +165,22 @@ async def translate_outbound(
 
 
 async def expand(ctx: StepContext, event: Mapping[str, Any]) -> dict[str, Any]:
-    """The inboxes of a delivery object, one workflow item each."""
+    """The inboxes of a delivery object, one workflow item each.
+
+    The workflow names its execution; the first to expand an object delivers
+    it, and any other is told it is a duplicate.
+    """
     ref = staged_ref(event, ctx.backend.settings.bucket, "deliver")
+    execution = event.get("execution")
+    if isinstance(execution, str) and execution:
+        claimed = await ctx.backend.claim(
+            DELIVERING, ref.key, DELIVERING_SECONDS, execution=execution
+        )
+        if claimed is None:
+            running = await ctx.backend.get(DELIVERING, ref.key) or {}
+            # The same execution, expanding again after a retry, goes on.
+            if running.get("execution") != execution:
+                return ref.location | {"inboxes": [], "reason": "", "duplicate": True}
     try:
         document = await ctx.backend.staging.read(ref.key)
         tasks = [] if document is None else document.get("tasks")
@@ -218,6 +240,7 @@ async def settle(ctx: StepContext, event: Mapping[str, Any]) -> dict[str, Any]:
         await staging.remove(ref.key)
     # Released only now, so an inbox cannot be staged again while it is pending.
     await ctx.backend.release_claims(task_ids)
+    await ctx.backend.delete(DELIVERING, ref.key)
     return ref.location | {
         "delivered": delivered,
         "failed": len(failures),

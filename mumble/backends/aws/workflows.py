@@ -25,7 +25,8 @@ The workflows:
     asked for, then translate again with its attempts counted. ``drop``:
     quarantine the staged object. ``done``: the step removed it.
 ``deliver`` (``outbound/deliver/``)
-    Expand the staged object into its inboxes; a Map pushes to each, at most
+    Expand the staged object into its inboxes (an execution that finds
+    another delivering the same object ends there); a Map pushes to each, at most
     ``max_concurrency`` at once. A push that must be retried fails its branch
     with :data:`TRANSIENT_ERROR`, which the Retry repeats with exponential
     backoff; a push that must stop fails with :data:`PERMANENT_ERROR`, which
@@ -277,8 +278,29 @@ def _delivering(
         "Comment": f"Deliver an activity staged under {STAGED_PREFIXES['deliver']}",
         "StartAt": "Locate",
         "States": {
-            "Locate": _LOCATE | {"Next": "Expand"},
-            "Expand": _task(functions["expand"], "expand", "Deliver"),
+            "Locate": _LOCATE
+            | {
+                # The execution's own id: a second execution for the same
+                # object (S3 may announce it twice) must deliver nothing.
+                "Parameters": _LOCATE["Parameters"]
+                | {"execution.$": "$$.Execution.Id"},
+                "Next": "Expand",
+            },
+            "Expand": _task(functions["expand"], "expand", "Fresh"),
+            "Fresh": {
+                "Type": "Choice",
+                "Choices": [
+                    {
+                        "And": [
+                            {"Variable": "$.duplicate", "IsPresent": True},
+                            {"Variable": "$.duplicate", "BooleanEquals": True},
+                        ],
+                        "Next": "Duplicate",
+                    }
+                ],
+                "Default": "Deliver",
+            },
+            "Duplicate": {"Type": "Succeed"},
             "Deliver": {
                 "Type": "Map",
                 "ItemsPath": "$.inboxes",
