@@ -195,15 +195,17 @@ class RemoteActors:
     async def _fetch(self, actor_id: str) -> dict[str, Any]:
         # A copy fetched now is as fresh as a refresh would make it.
         self._refreshed[actor_id] = time.monotonic()
-        doc = await self.fetcher.get_json(actor_id)
+        doc, found_at = await self.fetcher.get_json_from(actor_id)
         claimed = doc.get("id")
-        if claimed != actor_id:
-            # Fetched by another of its URLs (or lying): only the document
-            # at the URL it names may speak for that id.
-            if not isinstance(claimed, str) or not same_origin(claimed, actor_id):
-                raise FetchError(f"{actor_id} claims to be {str(claimed)[:200]}")
-            doc = await self.fetcher.get_json(claimed)
-            if doc.get("id") != claimed:
+        if claimed != found_at:
+            # Fetched by another of its URLs, through a redirect, or lying:
+            # only the document at the URL it names may speak for that id.
+            # The origin that counts is where the document came from, not
+            # where a redirect was asked for.
+            if not isinstance(claimed, str) or not same_origin(claimed, found_at):
+                raise FetchError(f"{found_at} claims to be {str(claimed)[:200]}")
+            doc, found_at = await self.fetcher.get_json_from(claimed)
+            if doc.get("id") != claimed or found_at != claimed:
                 raise FetchError(f"{claimed} does not name itself")
         return doc
 
@@ -233,7 +235,18 @@ class RemoteActors:
         return await self.backend.delete("actors", actor_id) is not None
 
     async def key(self, key_id: str, refresh: bool = False) -> PublicKey:
-        """The public key ``key_id`` names, found in its owner's document."""
+        """The public key ``key_id`` names, found in its owner's document.
+
+        Raises FetchError for every way the key cannot be had, gone and not
+        found included: to the caller, that is a signature that cannot be
+        checked.
+        """
+        try:
+            return await self._key(key_id, refresh)
+        except (NotFound, Gone) as exc:
+            raise FetchError(f"key {key_id}: {exc.message}") from exc
+
+    async def _key(self, key_id: str, refresh: bool) -> PublicKey:
         if not refresh and key_id in self._keys:
             self._keys.move_to_end(key_id)
             return self._keys[key_id]

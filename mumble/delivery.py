@@ -86,7 +86,7 @@ class Delivery:
             async with gate:
                 try:
                     return (await self.fed.actors.get(address)).delivery_inbox
-                except (FetchError, MumbleError) as exc:
+                except (FetchError, MumbleError, ValueError) as exc:
                     log.warning("not delivering to %s: %s", address, exc)
                     return None
 

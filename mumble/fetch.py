@@ -14,7 +14,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +41,10 @@ JSON_TYPES = (
 
 _PRIVATE_HINT = " (the operator can allow private addresses)"
 #: Fetches (GETs) in flight to one host at once; a silent host holds no more
-#: of our connections and waiting work than this.
+#: of our connections and waiting work than this. More wait their turn, for
+#: at most FETCH_QUEUE_SECONDS, then fail.
 FETCHES_PER_HOST = 8
+FETCH_QUEUE_SECONDS = 5.0
 
 Signer = Callable[[], Awaitable[tuple[str, PrivateKeyType] | None]]
 """Gives the key id and private key to sign fetches with, or None to fetch unsigned."""
@@ -75,11 +76,21 @@ class _PublicOnlyResolver(AbstractResolver):
         await self._inner.close()
 
 
+class _HostSlots:
+    """The fetches that hold or await a slot of one host."""
+
+    def __init__(self) -> None:
+        self.free = asyncio.Semaphore(FETCHES_PER_HOST)
+        self.users = 0
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
     headers: dict[str, str]
     body: bytes
+    #: Where the answer came from, after any redirects.
+    url: str = ""
 
 
 class Fetcher:
@@ -87,7 +98,7 @@ class Fetcher:
         self.settings = settings
         self.signer = signer
         self._session: aiohttp.ClientSession | None = None
-        self._fetching: Counter[str] = Counter()
+        self._hosts: dict[str, _HostSlots] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -134,6 +145,7 @@ class Fetcher:
         try:
             host = (yarl.URL(url).raw_host or "").rstrip(".").lower()
         except ValueError as exc:
+            # UnicodeError too: a host name IDNA cannot encode.
             raise FetchError(f"not a usable URL: {url[:200]}") from exc
         if host == "localhost" or host.endswith(".localhost"):
             raise FetchError(f"{host} is not a public address{_PRIVATE_HINT}")
@@ -201,10 +213,7 @@ class Fetcher:
                         body=body,
                         headers=send,
                     )
-            host = urlsplit(url).netloc.lower()
-            if method == "GET" and self._fetching[host] >= FETCHES_PER_HOST:
-                raise FetchError(f"{host} has {FETCHES_PER_HOST} fetches waiting")
-            self._fetching[host] += 1
+            host = await self._enter(url) if method == "GET" else None
             try:
                 async with self.session.request(
                     method, url, data=body, headers=send, allow_redirects=False
@@ -219,21 +228,49 @@ class Fetcher:
                             raise FetchError(f"bad redirect from {url}") from exc
                         continue
                     data = await self._read_capped(resp)
-                    return Response(resp.status, dict(resp.headers), data)
+                    return Response(resp.status, dict(resp.headers), data, url)
             except TimeoutError as exc:
-                # aiohttp's own deadline, the same as the one around us.
+                # aiohttp's deadlines: the whole request, or the connection.
                 raise FetchError(
-                    f"{method} {url}: no answer in {self.settings.fetch_timeout:g} s"
+                    f"{method} {url}: timed out ({exc.__class__.__name__})"
                 ) from exc
-            except (aiohttp.ClientError, OSError) as exc:
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                # ValueError: a URL that yarl or IDNA refuses to send.
                 raise FetchError(
                     f"{method} {url}: {exc.__class__.__name__}: {exc}"
                 ) from exc
             finally:
-                self._fetching[host] -= 1
-                if not self._fetching[host]:
-                    del self._fetching[host]
+                if host is not None:
+                    self._leave(host)
         raise FetchError(f"too many redirects from {url}")
+
+    async def _enter(self, url: str) -> str:
+        """Take one of the host's fetch slots; FetchError when none frees up."""
+        host = (urlsplit(url).hostname or "").lower()
+        slots = self._hosts.setdefault(host, _HostSlots())
+        slots.users += 1
+        try:
+            async with asyncio.timeout(FETCH_QUEUE_SECONDS):
+                await slots.free.acquire()
+        except TimeoutError:
+            self._forget(host, slots)
+            raise FetchError(
+                f"{host} is busy: {FETCHES_PER_HOST} fetches in flight"
+            ) from None
+        except BaseException:
+            self._forget(host, slots)
+            raise
+        return host
+
+    def _leave(self, host: str) -> None:
+        slots = self._hosts[host]
+        slots.free.release()
+        self._forget(host, slots)
+
+    def _forget(self, host: str, slots: _HostSlots) -> None:
+        slots.users -= 1
+        if not slots.users:
+            del self._hosts[host]
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         limit = self.settings.max_body_bytes
@@ -252,6 +289,13 @@ class Fetcher:
         self, url: str, *, accept: str = ACCEPT, sign: bool = True
     ) -> dict[str, Any]:
         """Fetch a JSON document; 404 and 410 raise NotFound and Gone."""
+        doc, _ = await self.get_json_from(url, accept=accept, sign=sign)
+        return doc
+
+    async def get_json_from(
+        self, url: str, *, accept: str = ACCEPT, sign: bool = True
+    ) -> tuple[dict[str, Any], str]:
+        """:meth:`get_json`, and the URL the document came from after redirects."""
         resp = await self.request("GET", url, headers={"Accept": accept}, sign=sign)
         if resp.status == 410:
             raise Gone(f"{url} is gone")
@@ -270,4 +314,4 @@ class Fetcher:
             raise FetchError(f"GET {url} answered {exc.message}") from exc
         if not isinstance(doc, dict):
             raise FetchError(f"GET {url} answered JSON that is not an object")
-        return doc
+        return doc, resp.url

@@ -35,11 +35,18 @@ class Follows:
     # followers
 
     async def add_follower(
-        self, username: str, actor_id: str, inbox: str, follow_id: str
+        self,
+        username: str,
+        actor_id: str,
+        inbox: str,
+        follow_id: str,
+        personal_inbox: str | None = None,
     ) -> bool:
+        """Record a follower; ``inbox`` is where deliveries go (shared if any)."""
         record = {
             "actor": actor_id,
             "inbox": inbox,
+            "personal": personal_inbox or inbox,
             "follow": follow_id,
             "since": time.time(),
         }
@@ -75,13 +82,21 @@ class Follows:
             after = page[-1].key
 
     async def remove_followers_at(self, username: str, inbox: str) -> int:
-        """Drop followers whose inbox is gone; return how many."""
+        """Drop the followers whose own inbox is gone; return how many.
+
+        A shared inbox that is gone says nothing of any one follower behind
+        it, so it removes none.
+        """
         gone, after = [], None
         while True:
             page = await self.backend.query(
                 "followers", f"{username} ", after=after, limit=1000
             )
-            gone += [r.value["actor"] for r in page if r.value["inbox"] == inbox]
+            gone += [
+                r.value["actor"]
+                for r in page
+                if r.value.get("personal", r.value["inbox"]) == inbox
+            ]
             if len(page) < 1000:
                 break
             after = page[-1].key
@@ -107,7 +122,14 @@ class Follows:
                 {"activity": ctx.activity},
             )
             return
-        await self.add_follower(username, actor.id, actor.delivery_inbox, follow_id)
+        await self.add_follower(
+            username, actor.id, actor.delivery_inbox, follow_id, actor.inbox
+        )
+        # An Undo processed at the same moment either saw the edge just
+        # added, or recorded itself before this look: never neither.
+        if await self.fed.inbox.undone(ctx):
+            await self.remove_follower(username, actor.id)
+            return
         accept = {
             "@context": CONTEXT,
             "id": self.fed.ids.activity(username, str(uuid.uuid4())),

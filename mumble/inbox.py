@@ -93,7 +93,9 @@ NEEDS_OBJECT = frozenset(
         "Update",
     }
 )
-ONE_OBJECT = NEEDS_OBJECT - {"Flag", "Delete", "Block"}
+ONE_OBJECT = NEEDS_OBJECT - {"Flag", "Block"}
+#: Activities whose object, when it is written out, must carry its id.
+OBJECT_WITH_ID = frozenset({"Create", "Update", "Delete", "Like", "Announce", "Follow"})
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,27 @@ def parse_activity(body: bytes) -> dict[str, Any]:
             raise BadRequest(f"a {kind} needs an object: a URL or a JSON object")
         if kind in ONE_OBJECT and isinstance(obj, list):
             raise BadRequest(f"a {kind} takes one object, not a list")
+        if kind in OBJECT_WITH_ID:
+            object_id = id_of(obj)
+            if not object_id:
+                raise BadRequest(f"a {kind}'s object needs an id")
+            if too_long(object_id):
+                raise BadRequest(f"the object's id is over {MAX_IRI_BYTES} bytes")
+    if "Follow" in types and not isinstance(ident, str):
+        raise BadRequest("a Follow needs an id, to be accepted by")
+    if "Create" in types and isinstance(obj, str) and not same_origin(obj, actor):
+        raise BadRequest("a Create by URL must name an object on its actor's origin")
     return doc
+
+
+def _identity(activity: Mapping[str, Any]) -> tuple[Any, ...]:
+    """An activity's id, actor and type names, however its context spells them."""
+    names = {t.rsplit("#", 1)[-1].removeprefix("as:") for t in types_of(activity)}
+    return id_of(activity), id_of(activity.get("actor")), frozenset(names)
+
+
+def _undone_key(actor_id: str, activity_id: str) -> str:
+    return hashlib.sha256(f"{actor_id} {activity_id}".encode()).hexdigest()
 
 
 def dedup_key(activity: Mapping[str, Any], body: bytes) -> str:
@@ -188,6 +210,11 @@ class Inbox:
         activity = parse_activity(body)
         actor_id = id_of(activity["actor"])
         assert actor_id is not None
+
+        if "Follow" in types_of(activity) and (
+            await self.fed.local_user(id_of(activity["object"])) is None
+        ):
+            raise BadRequest("the Follow names no one here")
 
         if await self._is_unknown_actor_deleted(activity, actor_id):
             log.info("ignored the deletion of unknown actor %s", actor_id)
@@ -248,6 +275,10 @@ class Inbox:
             return TaskOutcome()
         try:
             activity = await normalise(activity)
+            if _identity(activity) != _identity(payload["activity"]):
+                # Checked at the door as written, used in our own terms: the
+                # two must name the same activity by the same actor.
+                raise BadRequest("its @context changes its id, type or actor")
             ctx = ActivityContext(
                 self.fed, activity, actor_id, payload.get("recipient")
             )
@@ -268,7 +299,7 @@ class Inbox:
                 "discarded %s from %s: nested too deeply", id_of(activity), actor_id
             )
             return TaskOutcome.drop("unprocessable: nested too deeply")
-        except (ValueError, TypeError, LookupError) as exc:
+        except (ValueError, TypeError, LookupError, OverflowError) as exc:
             # A shape no check foresaw: the same data fails the same way again,
             # so keep it for inspection instead of retrying it.
             log.warning(
@@ -301,15 +332,14 @@ class Inbox:
             await self._undo(ctx)
 
     async def undone(self, ctx: ActivityContext) -> bool:
-        """Whether this activity was undone before it arrived."""
+        """Whether this activity has been undone, perhaps before it arrived."""
         ident = id_of(ctx.activity)
         if not ident:
             return False
-        record = await self.fed.backend.get("undone", ident)
-        if record is None or record.get("actor") != ctx.actor_id:
-            return False
-        log.info("ignored %s from %s: undone before it arrived", ident, ctx.actor_id)
-        return True
+        if await self.fed.backend.get("undone", _undone_key(ctx.actor_id, ident)):
+            log.info("%s from %s: undone already", ident, ctx.actor_id)
+            return True
+        return False
 
     async def _undo(self, ctx: ActivityContext) -> None:
         inner = ctx.activity.get("object")
@@ -321,9 +351,12 @@ class Inbox:
         inner_id = id_of(inner)
         if inner_id and same_origin(inner_id, ctx.actor_id):
             # Deliveries overtake each other: the activity this undoes may
-            # arrive later, and must then change nothing.
+            # arrive later, or be processed at this moment, and must then
+            # change nothing.
             await self.fed.backend.put(
-                "undone", inner_id, {"actor": ctx.actor_id, "at": time.time()}
+                "undone",
+                _undone_key(ctx.actor_id, inner_id),
+                {"actor": ctx.actor_id, "id": inner_id, "at": time.time()},
             )
         inner_types = types_of(inner)
         if not inner_types and isinstance(id_of(inner), str):

@@ -65,6 +65,13 @@ def _finite(text: str) -> float:
     return number
 
 
+def _bounded(text: str) -> int:
+    number = int(text)
+    if not -(2**63) <= number < 2**64:
+        raise ValueError(f"{text[:20]}... is larger than any number peers share")
+    return number
+
+
 def _depth(doc: Any) -> int:
     deepest, stack = 0, [(doc, 1)]
     while stack:
@@ -86,8 +93,8 @@ def parse_json(body: bytes | str) -> Any:
     """Parse strict JSON from the network, or raise :class:`BadRequest`.
 
     Strict means what peers can read back: UTF-8 only, no NaN or Infinity
-    (nor numbers too large to be anything else), no lone surrogates, and no
-    nesting deeper than :data:`MAX_DEPTH`.
+    (nor floats too large to be anything else, nor integers beyond 64 bits),
+    no lone surrogates, and no nesting deeper than :data:`MAX_DEPTH`.
     """
     try:
         # json.loads would take UTF-16 and UTF-32 bytes too, and with them
@@ -96,7 +103,9 @@ def parse_json(body: bytes | str) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequest("the body is not UTF-8") from exc
     try:
-        doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        doc = json.loads(
+            text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded
+        )
         # A lone surrogate parses but can be neither stored nor sent again. In
         # UTF-8 it can only come from a \u escape, so most bodies skip the check.
         if not isinstance(body, bytes) or _SURROGATE_ESCAPE.search(body):

@@ -28,6 +28,8 @@ from multidict import MultiMapping
 from .errors import FetchError, MumbleError
 
 CLOCK_SKEW = 3600.0
+MIN_RSA_BITS = 1024
+MAX_RSA_BITS = 8192
 DEFAULT_VALIDITY = 300.0
 MAX_VALIDITY = 12 * 3600.0
 
@@ -219,11 +221,12 @@ def parse_http_date(value: str) -> float | None:
     """Parse a Date header leniently; None when it is not a date at all."""
     try:
         parsed = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+        if parsed.tzinfo is None:
+            return None
+        return parsed.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # OverflowError: a year that no clock reaches.
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
 
 
 def check_time(params: SignatureParams, headers: Headers, now: float) -> None:
@@ -321,14 +324,26 @@ async def verify_request(
     except SignatureError as exc:
         return Verification.failed(exc.message)
 
+    tried: PublicKeyType | None = None
     for refresh in (False, True):
         try:
             key = await resolve_key(params.key_id, refresh)
         except FetchError as exc:
             return Verification.failed(f"key {params.key_id} unavailable: {exc}")
+        if tried is not None and _same_key(tried, key.key):
+            break  # the refresh found the key already tried
         if any(verify_signature(params, key.key, m) for m in messages):
             return Verification(True, "verified", key.id, key.owner)
+        tried = key.key
     return Verification.failed("signature does not verify", params.key_id)
+
+
+def _same_key(a: PublicKeyType, b: PublicKeyType) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, rsa.RSAPublicKey) and isinstance(b, rsa.RSAPublicKey):
+        return a.public_numbers() == b.public_numbers()
+    return False
 
 
 def digest_header(body: bytes) -> str:
@@ -427,4 +442,13 @@ def load_public_key(pem: str) -> PublicKeyType:
         raise ValueError("the key's algorithm is not supported") from exc
     if not isinstance(key, rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
         raise ValueError("only RSA and Ed25519 public keys are supported")
+    if isinstance(key, rsa.RSAPublicKey):
+        # Each check with a key costs what its exponent and size make it
+        # cost; a peer's key must not make ours expensive.
+        numbers = key.public_numbers()
+        if (
+            not 3 <= numbers.e < 2**32
+            or not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS
+        ):
+            raise ValueError("the RSA key's exponent or size is out of range")
     return key

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .errors import BadRequest, NotFound, RequestTimeout, Unauthorized
 from .federation import Federation
@@ -42,6 +44,11 @@ async def read_body(request: web.Request) -> bytes:
             return await request.read()
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # A compressed body that does not decompress, or a body cut short.
+        raise BadRequest(f"the body could not be read: {exc}") from None
+    except ConnectionResetError:
+        raise BadRequest("the client went away before its body arrived") from None
 
 
 async def user_or_404(request: web.Request) -> tuple[Federation, LocalUser]:

@@ -156,6 +156,8 @@ def test_retry_after_takes_seconds_or_a_date_and_is_capped() -> None:
     assert retry_after_seconds(None) == 0
     assert retry_after_seconds("soon") == 0
     assert retry_after_seconds("999999999") == 24 * 3600
+    # A year no clock reaches is no date at all.
+    assert retry_after_seconds("Fri, 1 Jan 99999999999 00:00:00 GMT") == 0
     from email.utils import formatdate
 
     assert 50 < retry_after_seconds(formatdate(time.time() + 60, usegmt=True)) <= 60

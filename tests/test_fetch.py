@@ -124,24 +124,50 @@ async def test_redirects_share_one_deadline(
     assert len(hits) <= 3
 
 
-async def test_a_host_with_fetches_waiting_is_refused_at_once(
-    tmp_path: Path, slow_site: tuple[str, list[str]]
+async def test_a_busy_host_makes_more_fetches_wait_then_fail(
+    tmp_path: Path, slow_site: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("mumble.fetch.FETCH_QUEUE_SECONDS", 0.3)
     base, hits = slow_site
-    client = fetcher(tmp_path, allow_private_addresses=True, fetch_timeout=3.0)
+    client = fetcher(tmp_path, allow_private_addresses=True, fetch_timeout=5.0)
     waiting = [
         asyncio.create_task(client.get_json(f"{base}/silent/{i}"))
         for i in range(FETCHES_PER_HOST)
     ]
     await eventually(lambda: len(hits) >= FETCHES_PER_HOST)
     started = time.monotonic()
-    with pytest.raises(FetchError, match="fetches waiting"):
+    with pytest.raises(FetchError, match="is busy"):
         await client.get_json(f"{base}/silent/late")
-    assert time.monotonic() - started < 0.5
+    assert 0.25 < time.monotonic() - started < 1
+    # Deliveries (POSTs) take no fetch slot.
+    response = await client.request("POST", f"{base}/hop/0", body=b"{}")
+    assert response.status == 405
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
-    # Once they have gone, the host can be asked again.
-    with pytest.raises(FetchError, match="no answer"):
-        await asyncio.wait_for(client.get_json(f"{base}/silent/again"), 5)
+    assert client._hosts == {}, "a host with nothing in flight is forgotten"
     await client.close()
+
+
+async def test_a_burst_of_fetches_to_a_quick_host_all_succeed(tmp_path: Path) -> None:
+    async def actor(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.05)
+        return web.json_response({"id": str(request.url)})
+
+    app = web.Application()
+    app.router.add_get("/actors/{n}", actor)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    client = fetcher(tmp_path, allow_private_addresses=True)
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        docs = await asyncio.gather(
+            *(
+                client.get_json(f"{base}/actors/{i}")
+                for i in range(5 * FETCHES_PER_HOST)
+            )
+        )
+        assert len(docs) == 5 * FETCHES_PER_HOST
+    finally:
+        await client.close()
+        await server.close()

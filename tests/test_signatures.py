@@ -6,12 +6,14 @@ import base64
 import hashlib
 import time
 from email.utils import formatdate
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from multidict import CIMultiDict
 
+from mumble import signatures
 from mumble.errors import FetchError
 from mumble.signatures import (
     PublicKey,
@@ -19,7 +21,9 @@ from mumble.signatures import (
     SignedRequest,
     digest_header,
     generate_private_key,
+    load_public_key,
     parse_signature,
+    public_key_pem,
     sign_request,
     verify_request,
 )
@@ -322,3 +326,47 @@ def test_unquoted_integers_and_quoted_strings_parse() -> None:
         and params.expires == 1700000300
     )
     assert params.headers == ("(created)", "digest")
+
+
+async def test_a_refresh_that_finds_the_same_key_checks_nothing_twice(
+    rsa_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[bytes] = []
+    real = signatures.verify_signature
+
+    def counted(params: Any, key: Any, message: bytes) -> bool:
+        checks.append(message)
+        return real(params, key, message)
+
+    monkeypatch.setattr(signatures, "verify_signature", counted)
+    forged = Keys(rsa_key, rsa_key)
+    target = "/inbox?page=1"
+    headers = signed(generate_private_key(), url=f"https://local.example{target}")
+    result = await verify_request(request(headers, target=target), forged, now=NOW)
+    assert not result.ok and forged.calls == [False, True]
+    # With and without the query, against the one key: two checks, not four.
+    assert len(checks) == 2
+
+
+@pytest.mark.parametrize(
+    ("exponent", "bits"),
+    [(2**2000 + 1, 2048), (65537, 512)],
+    ids=["a huge exponent", "a tiny modulus"],
+)
+def test_keys_too_costly_to_check_or_too_weak_to_trust_are_refused(
+    exponent: int, bits: int
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    modulus = rsa.generate_private_key(65537, max(bits, 1024)).public_key()
+    n = modulus.public_numbers().n if bits >= 1024 else (2**bits - 1) | 1
+    key = rsa.RSAPublicNumbers(exponent, n).public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    with pytest.raises(ValueError, match="out of range"):
+        load_public_key(pem)
+
+
+def test_ordinary_keys_load(rsa_key: rsa.RSAPrivateKey) -> None:
+    assert load_public_key(public_key_pem(rsa_key)).key_size == 2048
