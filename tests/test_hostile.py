@@ -2090,7 +2090,7 @@ async def test_deeply_nested_html_in_a_reply_does_not_freeze_the_server(
     assert max(gaps) < 0.5, f"the server could not answer for {max(gaps):.1f} s"
 
 
-# Found by attacking a running server: each is a fault that was fixed.
+# Hostile requests that once got a 5xx, a crash or a wrong effect.
 
 
 async def test_a_key_id_with_an_address_in_other_digits_is_never_fetched(
@@ -2425,7 +2425,7 @@ async def test_silent_addressees_hold_a_post_up_by_one_timeout_not_each(
     assert time.monotonic() - started < 3
 
 
-# Found by attacking it again.
+# More hostile requests that once got a 5xx, a crash or a wrong effect.
 
 
 async def test_a_date_in_a_year_no_clock_reaches_is_401(
