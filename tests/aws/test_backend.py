@@ -533,3 +533,27 @@ async def test_run_tasks_quarantines_an_unreadable_delivery_object(
     await run_until(backend, runner, quarantined)
     kept = await backend.staging.read(f"quarantine/{key}")
     assert kept is not None and "payload" in kept["reason"]
+
+
+async def test_the_local_driver_tries_a_push_again_when_aws_failed_it(
+    backend: AwsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mumble.backends.aws.driver.TRANSIENT_RETRY_SECONDS", 0.1)
+    assert await backend.submit([delivery("a13", "https://p.example/inbox")]) == 1
+    runs: list[int] = []
+
+    async def runner(task: Task) -> TaskOutcome:
+        runs.append(task.attempts)
+        if len(runs) == 1:
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException"}, "ResponseMetadata": {}},
+                "GetItem",
+            )
+        return TaskOutcome()
+
+    async def settled() -> bool:
+        return not await backend.staging.keys("outbound/deliver/")
+
+    await run_until(backend, runner, settled)
+    assert runs == [0, 0], "tried again, and the attempt not counted"
+    assert await backend.staging.keys("quarantine/") == []

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from mumble.backends.aws import AwsBackend, AwsSettings
 
-from .faults import AppliedThenLost, Before
+from .faults import AppliedThenLost, Before, Faults, dynamodb_error
 from .service import OBJECT_TABLE
 
 NOTE = "https://remote.example/notes/1"
@@ -193,3 +194,88 @@ async def test_many_writers_at_once_leave_one_readable_document(
             await writer.close()
     assert (await backend.get("objects", NOTE) or {}).get("v") in range(12)
     assert len(await documents(backend)) == 2
+
+
+async def stored_document(backend: AwsBackend, key: str) -> Any:
+    """The record's item, checked to name a document that is there."""
+    item = await stored_item(backend, "objects", key)
+    if item is not None:
+        assert item["document"]["S"] in await documents(backend)
+    return item
+
+
+@pytest.mark.parametrize("only_new", [False, True])
+async def test_a_create_retried_after_a_racing_delete_leaves_no_dangling_item(
+    backend: AwsBackend, other: AwsBackend, backoffs: list[float], only_new: bool
+) -> None:
+    # Ours takes effect; the record is deleted; our answer was lost and
+    # botocore sends ours again, which finds the place free.
+    AppliedThenLost(
+        backend.clients.dynamodb,
+        "dynamodb.PutItem",
+        then=lambda: other.delete("objects", NOTE),
+        match=writes_to("objects"),
+    )
+    assert await backend.put("objects", NOTE, {"v": 1}, only_new=only_new)
+    # The delete came after ours: the record is gone, and wholly.
+    assert await stored_document(backend, NOTE) is None
+    assert await documents(backend) == []
+    assert await backend.put("objects", NOTE, {"v": 2}, only_new=True)
+
+
+async def test_a_write_that_cannot_look_first_leaves_no_document(
+    backend: AwsBackend, backoffs: list[float]
+) -> None:
+    failing = [dynamodb_error(500, "InternalServerError")] * 8
+    Faults(backend.clients.dynamodb, "dynamodb.GetItem", failing)
+    with pytest.raises(ClientError):
+        await backend.put("objects", NOTE, {"v": 1})
+    assert await documents(backend) == []
+
+
+async def test_a_failed_write_overtaken_before_it_settles_leaves_one_document(
+    backend: AwsBackend, other: AwsBackend, backoffs: list[float]
+) -> None:
+    await backend.put("objects", NOTE, {"v": 0})
+    AppliedThenLost(
+        backend.clients.dynamodb,
+        "dynamodb.PutItem",
+        then=lambda: other.put("objects", NOTE, {"v": "other"}),
+        keep_failing=True,
+        match=writes_to("objects"),
+    )
+    with pytest.raises(ClientError):
+        await backend.put("objects", NOTE, {"v": "ours"})
+    assert await backend.get("objects", NOTE) == {"v": "other"}
+    assert len(await documents(backend)) == 1
+
+
+async def test_a_delete_overtaken_by_a_write_leaves_the_write_whole(
+    backend: AwsBackend, other: AwsBackend
+) -> None:
+    await backend.put("objects", NOTE, {"v": 1})
+    # A replace lands between the delete's look and its delete.
+    Before(
+        backend.clients.dynamodb,
+        "dynamodb.DeleteItem",
+        lambda: other.put("objects", NOTE, {"v": 2}),
+    )
+    assert await backend.delete("objects", NOTE) == {"v": 1}
+    assert await backend.get("objects", NOTE) == {"v": 2}
+    assert await stored_document(backend, NOTE) is not None
+    assert len(await documents(backend)) == 1
+
+
+async def test_a_delete_whose_answer_was_lost_while_the_record_was_made_again(
+    backend: AwsBackend, other: AwsBackend, backoffs: list[float]
+) -> None:
+    await backend.put("objects", NOTE, {"v": 1})
+    AppliedThenLost(
+        backend.clients.dynamodb,
+        "dynamodb.DeleteItem",
+        then=lambda: other.put("objects", NOTE, {"v": 2}),
+    )
+    assert await backend.delete("objects", NOTE) == {"v": 1}
+    # The new record was made after our delete, and stays whole.
+    assert await backend.get("objects", NOTE) == {"v": 2}
+    assert len(await documents(backend)) == 1

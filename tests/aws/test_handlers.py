@@ -501,6 +501,27 @@ async def test_only_one_execution_delivers_a_staged_delivery_object(
     assert await backend.get(steps.DELIVERING, key) is None
 
 
+async def test_a_settle_retried_after_its_release_failed_lets_the_claims_go(
+    backend: AwsBackend, container: Container, backoffs: list[float]
+) -> None:
+    task = delivery_task("a4", "https://p.example/inbox")
+    assert await backend.submit([task]) == 1
+    [key] = await backend.staging.keys("outbound/deliver/")
+    event = {"bucket": BUCKET, "key": key, "attempts": 0, "execution": "arn:x:3"}
+    expanded = await invoke(container, steps.expand, event)
+    results = [{"id": expanded["inboxes"][0]["task"]["id"], "status": "done"}]
+    clients = await asyncio.to_thread(container.invoke, _clients, None)
+    failing = [dynamodb_error(500, "InternalServerError")] * 8
+    faults = Faults(clients["dynamodb"], "dynamodb.BatchWriteItem", failing)
+    settle = event | {"reason": "", "results": results}
+    with pytest.raises(TransientAwsError):
+        await invoke(container, steps.settle, settle)
+    faults.remove()
+    # Step Functions retries the step with the same input; the object is gone.
+    await invoke(container, steps.settle, settle)
+    assert await backend.submit([task]) == 1
+
+
 async def test_settle_without_results_refuses_and_keeps_the_deliveries(
     backend: AwsBackend, container: Container
 ) -> None:

@@ -155,7 +155,7 @@ class AwsBackend(Backend):
         values: dict[str, Any] | None = None,
     ) -> bool:
         """Write ``item`` if ``condition`` holds; True if this call wrote it."""
-        won, _ = await self.insert_or_find(table, item, condition, values)
+        won, _, _ = await self.insert_or_find(table, item, condition, values)
         return won
 
     async def insert_or_find(
@@ -166,8 +166,9 @@ class AwsBackend(Backend):
         values: dict[str, Any] | None = None,
         *,
         token: str | None = None,
-    ) -> tuple[bool, dict[str, Any]]:
-        """:meth:`insert`, and when another write holds the place, its item.
+    ) -> tuple[bool, dict[str, Any], bool]:
+        """:meth:`insert`, and when another write holds the place, its item;
+        and whether botocore had to send the write more than once.
 
         ``token`` names this writer in the item (a fresh one by default).
         """
@@ -181,20 +182,21 @@ class AwsBackend(Backend):
         if values:
             request["ExpressionAttributeValues"] = values
         try:
-            await self._dynamodb.put_item(**request)
+            response = await self._dynamodb.put_item(**request)
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             existing = exc.response.get("Item")
             if existing is None:
-                response = await self._dynamodb.get_item(
+                answer = await self._dynamodb.get_item(
                     TableName=table,
                     Key={"pk": item["pk"], "sk": item["sk"]},
                     ConsistentRead=True,
                 )
-                existing = response.get("Item") or {}
-            return existing.get(WRITER, {}).get("S") == token, existing
-        return True, {}
+                existing = answer.get("Item") or {}
+            return existing.get(WRITER, {}).get("S") == token, existing, True
+        retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+        return True, {}, bool(retries)
 
     async def delete(self, ns: str, key: str) -> dict[str, Any] | None:
         if ns == PRIVATE_KEYS:
@@ -381,7 +383,7 @@ class AwsBackend(Backend):
         item = item_of(ns, key, value)
         item[EXPIRES] = {"N": str(int(now + seconds))}
         holder = secrets.token_hex(16)
-        won, _ = await self.insert_or_find(
+        won, _, _ = await self.insert_or_find(
             table_for(self.settings, ns),
             item,
             f"attribute_not_exists(pk) OR {EXPIRES} < :now",

@@ -18,7 +18,10 @@ retried. The rules that keep every record readable:
   the new document before removing anything.
 - A reader that finds its document gone reads the item again: a writer
   moved it on between the two reads.
-- A delete learns the document from the item before deleting the item.
+- A delete reads the item and its document first, and deletes the item
+  only while it still names that document.
+- A create that botocore had to send again, and that won, checks that its
+  document is still there: a delete may have come between the two sends.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ DOCUMENT_NAMESPACES = frozenset({"objects", "activities", "outgoing"})
 #: The attribute of an item that names its document.
 DOCUMENT = "document"
 #: Times a read follows an item that moved on while it was being read.
-READ_ROUNDS = 4
+READ_ROUNDS = 12
 
 
 class Documents:
@@ -93,29 +96,29 @@ class Documents:
             Body=json.dumps(value, ensure_ascii=False).encode(),
             ContentType="application/json",
         )
-        table = table_for(self.settings, ns)
-        item = key_of(ns, key) | {DOCUMENT: {"S": place}}
-        exists, before = await self._pointer(ns, key)
-        if only_new and exists:
-            await self.remove(place)
-            return False
-        if before is not None:
-            condition = f"{DOCUMENT} = :before"
-            values = {":before": {"S": before}}
-        elif exists:
-            condition, values = f"attribute_not_exists({DOCUMENT})", {}
-        else:
-            condition, values = "attribute_not_exists(pk)", {}
+        before: str | None = None
+        pointing = False
         try:
-            won, found = await self.backend.insert_or_find(
-                table, item, condition, values
-            )
+            exists, before = await self._pointer(ns, key)
+            if only_new and exists:
+                await self.remove(place)
+                return False
+            pointing = True
+            won, found, retried = await self._point(ns, key, place, exists, before)
         except BaseException:
-            await self._settle_unknown(ns, key, place, before)
+            if pointing:
+                await self._settle_unknown(ns, key, place, before)
+            else:
+                await self.remove(place)  # nothing was pointed at it
             raise
         if won:
             if before is not None and before != place:
                 await self.remove(before)
+            if retried and before is None and await self.read(place) is None:
+                # Created, then deleted before the answer came back, then
+                # created again by botocore's retry: the delete removed our
+                # document, and overtook us. Undo the retry's item.
+                await self._unpoint(ns, key, place)
             return True
         # Another write came between our look and ours: for only_new that
         # one won; otherwise it overtook ours, which was made and replaced.
@@ -127,6 +130,35 @@ class Documents:
             await self.remove(before)
         return not only_new
 
+    async def _point(
+        self, ns: str, key: str, place: str, exists: bool, before: str | None
+    ) -> tuple[bool, dict[str, Any], bool]:
+        """Point the item at ``place``, from what it was seen to hold."""
+        if before is not None:
+            condition = f"{DOCUMENT} = :before"
+            values = {":before": {"S": before}}
+        elif exists:
+            condition, values = f"attribute_not_exists({DOCUMENT})", {}
+        else:
+            condition, values = "attribute_not_exists(pk)", {}
+        item = key_of(ns, key) | {DOCUMENT: {"S": place}}
+        return await self.backend.insert_or_find(
+            table_for(self.settings, ns), item, condition, values
+        )
+
+    async def _unpoint(self, ns: str, key: str, place: str) -> None:
+        """Delete the item if it still names ``place``."""
+        try:
+            await self._dynamodb.delete_item(
+                TableName=table_for(self.settings, ns),
+                Key=key_of(ns, key),
+                ConditionExpression=f"{DOCUMENT} = :place",
+                ExpressionAttributeValues={":place": {"S": place}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
     async def _settle_unknown(
         self, ns: str, key: str, place: str, before: str | None
     ) -> None:
@@ -136,30 +168,39 @@ class Documents:
         except Exception:
             log.warning("left %s, which %s %s may name", place, ns, key)
             return
-        if now == place:
-            # It was written after all; the document it replaced is unused.
-            if before is not None:
-                await self.remove(before)
-        else:
+        if now != place:
             await self.remove(place)
+        if before is not None and now != before:
+            # Moved on from what we read (by us or after us): unused now.
+            await self.remove(before)
 
     async def delete(self, ns: str, key: str) -> dict[str, Any] | None:
-        _, place = await self._pointer(ns, key)
-        response = await self._dynamodb.delete_item(
-            TableName=table_for(self.settings, ns),
-            Key=key_of(ns, key),
-            ReturnValues="ALL_OLD",
+        """Delete a record while it still names the document read first.
+
+        When the item is gone or has moved on by then, another write came
+        while this delete ran: it counts as made first, and the document it
+        read, which nothing names any more, is removed.
+        """
+        for _ in range(READ_ROUNDS):
+            exists, place = await self._pointer(ns, key)
+            if not exists:
+                return None
+            if place is None:
+                await self._unpoint_plain(ns, key)
+                return None
+            document = await self.read(place)
+            if document is None:
+                continue  # replaced between the two reads: look again
+            await self._unpoint(ns, key, place)
+            await self.remove(place)
+            return document
+        log.warning("%s %s kept changing while being deleted", ns, key)
+        return None
+
+    async def _unpoint_plain(self, ns: str, key: str) -> None:
+        await self._dynamodb.delete_item(
+            TableName=table_for(self.settings, ns), Key=key_of(ns, key)
         )
-        old = response.get("Attributes")
-        # The item's own answer is the surest; without it (lost, or someone
-        # else deleted first), what it named when we looked.
-        if old is not None:
-            place = old.get(DOCUMENT, {}).get("S")
-        if place is None:
-            return None
-        document = await self.read(place)
-        await self.remove(place)
-        return document
 
     async def read(self, place: str) -> dict[str, Any] | None:
         """The document at ``place``; None when it is not there (any more)."""

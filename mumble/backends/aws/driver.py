@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import TaskRunner
 from .bucket import prefixes_of, workflow_of
+from .clients import is_transient
 from .steps import (
     CRASH_RETRY_SECONDS,
     StepContext,
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mumble.aws.driver")
 
 TRANSLATE = {"inbound": translate_inbound, "outbound": translate_outbound}
+#: How long a push that AWS failed waits before it is tried again.
+TRANSIENT_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -237,6 +240,12 @@ class LocalDriver:
         try:
             result = await push(self.ctx, item.data)
         except Exception as exc:
+            if is_transient(exc):
+                # AWS's own failure: the workflow retries these, and so do we.
+                log.warning("AWS failed a push to %s: %s", item.data.get("inbox"), exc)
+                item.running = False
+                item.due = time.time() + TRANSIENT_RETRY_SECONDS
+                return
             # The deliver workflow's Catch records a failed push the same way.
             log.exception("pushing to %s failed", item.data.get("inbox"))
             result = {

@@ -223,6 +223,11 @@ async def settle(ctx: StepContext, event: Mapping[str, Any]) -> dict[str, Any]:
         task_ids = [str(t["id"]) for t in tasks if isinstance(t, dict) and "id" in t]
     except InvalidStagedObject:
         task_ids = []
+    # A settle retried after it removed the object still knows, from the
+    # results, which deliveries it has to let go of.
+    released = sorted(
+        set(task_ids) | {str(r["id"]) for r in results if isinstance(r.get("id"), str)}
+    )
     failures = [r for r in results if r.get("status") != "done"]
     delivered = len(results) - len(failures)
     reported = {r.get("id") for r in results}
@@ -239,7 +244,7 @@ async def settle(ctx: StepContext, event: Mapping[str, Any]) -> dict[str, Any]:
     else:
         await staging.remove(ref.key)
     # Released only now, so an inbox cannot be staged again while it is pending.
-    await ctx.backend.release_claims(task_ids)
+    await ctx.backend.release_claims(released)
     await ctx.backend.delete(DELIVERING, ref.key)
     return ref.location | {
         "delivered": delivered,
