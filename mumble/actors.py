@@ -128,10 +128,12 @@ class RemoteActors:
         *,
         max_age: float,
         memory_size: int = 10_000,
+        fetch_timeout: float | None = None,
     ) -> None:
         self.backend = backend
         self.fetcher = fetcher
         self.max_age = max_age
+        self.fetch_timeout = fetch_timeout
         self.memory_size = memory_size
         # actor id -> (fetched at, actor, whether the backend has it too)
         self._memory: OrderedDict[str, tuple[float, RemoteActor, bool]] = OrderedDict()
@@ -195,7 +197,9 @@ class RemoteActors:
     async def _fetch(self, actor_id: str) -> dict[str, Any]:
         # A copy fetched now is as fresh as a refresh would make it.
         self._refreshed[actor_id] = time.monotonic()
-        doc, found_at = await self.fetcher.get_json_from(actor_id)
+        doc, found_at = await self.fetcher.get_json_from(
+            actor_id, timeout=self.fetch_timeout
+        )
         claimed = doc.get("id")
         if claimed != found_at:
             # Fetched by another of its URLs, through a redirect, or lying:
@@ -204,7 +208,9 @@ class RemoteActors:
             # where a redirect was asked for.
             if not isinstance(claimed, str) or not same_origin(claimed, found_at):
                 raise FetchError(f"{found_at} claims to be {str(claimed)[:200]}")
-            doc, found_at = await self.fetcher.get_json_from(claimed)
+            doc, found_at = await self.fetcher.get_json_from(
+                claimed, timeout=self.fetch_timeout
+            )
             if doc.get("id") != claimed or found_at != claimed:
                 raise FetchError(f"{claimed} does not name itself")
         return doc
@@ -297,7 +303,9 @@ class RemoteActors:
     async def _owner_of_key_document(self, key_id: str) -> RemoteActor:
         """Some servers give keys their own documents, naming the owner."""
         try:
-            doc = await self.fetcher.get_json(key_id.split("#", 1)[0])
+            doc = await self.fetcher.get_json(
+                key_id.split("#", 1)[0], timeout=self.fetch_timeout
+            )
         except (NotFound, Gone) as exc:
             raise FetchError(f"key {key_id}: {exc.message}") from exc
         owner = id_of(doc.get("owner"))

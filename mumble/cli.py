@@ -179,12 +179,15 @@ def _one_line_for_bad_http(record: logging.LogRecord) -> bool:
     """A malformed request from the network is a line at INFO, not a traceback:
     anyone can send them, and each would otherwise fill the log."""
     from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.web_protocol import RequestPayloadError
 
     exc = record.exc_info[1] if record.exc_info else None
-    if isinstance(exc, HttpProcessingError):
+    if isinstance(exc, HttpProcessingError | RequestPayloadError):
         record.msg = "%s sent a malformed request: %s"
-        remote = record.args[0] if isinstance(record.args, tuple) else None
-        record.args = (remote or "a client", exc.message)
+        args = record.args if isinstance(record.args, tuple) else ()
+        remote = args[0] if args else None
+        message = getattr(exc, "message", None) or str(exc)
+        record.args = (remote or "a client", message)
         record.exc_info = None
         record.levelno, record.levelname = logging.INFO, "INFO"
     return True

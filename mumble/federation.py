@@ -48,7 +48,10 @@ class Federation:
         self._signer: str | None = None
         self.fetcher = Fetcher(settings, signer=self._fetch_signer)
         self.actors = RemoteActors(
-            backend, self.fetcher, max_age=settings.actor_cache_seconds
+            backend,
+            self.fetcher,
+            max_age=settings.actor_cache_seconds,
+            fetch_timeout=min(settings.actor_fetch_timeout, settings.fetch_timeout),
         )
         self.follows = Follows(self)
         self.posts = Posts(self)

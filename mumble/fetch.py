@@ -45,6 +45,9 @@ _PRIVATE_HINT = " (the operator can allow private addresses)"
 #: at most FETCH_QUEUE_SECONDS, then fail.
 FETCHES_PER_HOST = 8
 FETCH_QUEUE_SECONDS = 5.0
+#: Fetches in flight to all hosts at once: many hosts that do not answer
+#: hold at most these of the pooled connections, never the deliveries'.
+FETCHES_AT_ONCE = 64
 
 Signer = Callable[[], Awaitable[tuple[str, PrivateKeyType] | None]]
 """Gives the key id and private key to sign fetches with, or None to fetch unsigned."""
@@ -99,6 +102,7 @@ class Fetcher:
         self.signer = signer
         self._session: aiohttp.ClientSession | None = None
         self._hosts: dict[str, _HostSlots] = {}
+        self._fetches = asyncio.Semaphore(FETCHES_AT_ONCE)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -165,14 +169,17 @@ class Fetcher:
         headers: dict[str, str] | None = None,
         sign: bool = True,
         signed_headers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Response:
         """Make one request, following up to ``max_redirects`` redirects for GET.
 
         ``signed_headers``, when given, are used as they are (the caller signed).
-        The request and its redirects share one deadline, ``fetch_timeout``.
+        The request and its redirects share one deadline: ``timeout``, or the
+        settings' ``fetch_timeout``.
         """
+        deadline = timeout or self.settings.fetch_timeout
         try:
-            async with asyncio.timeout(self.settings.fetch_timeout):
+            async with asyncio.timeout(deadline):
                 return await self._follow(
                     method,
                     url,
@@ -182,9 +189,7 @@ class Fetcher:
                     signed_headers=signed_headers,
                 )
         except TimeoutError as exc:
-            raise FetchError(
-                f"{method} {url}: no answer in {self.settings.fetch_timeout:g} s"
-            ) from exc
+            raise FetchError(f"{method} {url}: no answer in {deadline:g} s") from exc
 
     async def _follow(
         self,
@@ -249,20 +254,31 @@ class Fetcher:
         host = (urlsplit(url).hostname or "").lower()
         slots = self._hosts.setdefault(host, _HostSlots())
         slots.users += 1
+        taken = False
         try:
             async with asyncio.timeout(FETCH_QUEUE_SECONDS):
                 await slots.free.acquire()
+                taken = True
+                await self._fetches.acquire()
         except TimeoutError:
-            self._forget(host, slots)
-            raise FetchError(
-                f"{host} is busy: {FETCHES_PER_HOST} fetches in flight"
-            ) from None
+            self._undo_enter(host, slots, taken)
+            if taken:
+                why = f"{FETCHES_AT_ONCE} fetches in flight to all hosts"
+            else:
+                why = f"{host} is busy: {FETCHES_PER_HOST} fetches in flight"
+            raise FetchError(why) from None
         except BaseException:
-            self._forget(host, slots)
+            self._undo_enter(host, slots, taken)
             raise
         return host
 
+    def _undo_enter(self, host: str, slots: _HostSlots, taken: bool) -> None:
+        if taken:
+            slots.free.release()
+        self._forget(host, slots)
+
     def _leave(self, host: str) -> None:
+        self._fetches.release()
         slots = self._hosts[host]
         slots.free.release()
         self._forget(host, slots)
@@ -286,17 +302,31 @@ class Fetcher:
         return b"".join(chunks)
 
     async def get_json(
-        self, url: str, *, accept: str = ACCEPT, sign: bool = True
+        self,
+        url: str,
+        *,
+        accept: str = ACCEPT,
+        sign: bool = True,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """Fetch a JSON document; 404 and 410 raise NotFound and Gone."""
-        doc, _ = await self.get_json_from(url, accept=accept, sign=sign)
+        doc, _ = await self.get_json_from(
+            url, accept=accept, sign=sign, timeout=timeout
+        )
         return doc
 
     async def get_json_from(
-        self, url: str, *, accept: str = ACCEPT, sign: bool = True
+        self,
+        url: str,
+        *,
+        accept: str = ACCEPT,
+        sign: bool = True,
+        timeout: float | None = None,
     ) -> tuple[dict[str, Any], str]:
         """:meth:`get_json`, and the URL the document came from after redirects."""
-        resp = await self.request("GET", url, headers={"Accept": accept}, sign=sign)
+        resp = await self.request(
+            "GET", url, headers={"Accept": accept}, sign=sign, timeout=timeout
+        )
         if resp.status == 410:
             raise Gone(f"{url} is gone")
         if resp.status == 404:

@@ -30,7 +30,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .ids import MAX_IRI_BYTES, http_url, same_origin, too_long
-from .jsonld import id_of, normalise, parse_json, types_of
+from .jsonld import id_of, normalise, parse_json, type_names, types_of
 from .signatures import SignedRequest, Verification, verify_request
 
 if TYPE_CHECKING:
@@ -134,7 +134,8 @@ def parse_activity(body: bytes) -> dict[str, Any]:
     doc = parse_json(body)
     if not isinstance(doc, dict):
         raise BadRequest("the body is not a JSON object")
-    types = types_of(doc)
+    # Named as compaction will name them, so that no spelling gets past.
+    types = type_names(doc)
     if not types:
         raise BadRequest("the activity has no type")
     if all(t in NOT_ACTIVITIES for t in types):
@@ -160,6 +161,12 @@ def parse_activity(body: bytes) -> dict[str, Any]:
                 raise BadRequest(f"a {kind}'s object needs an id")
             if too_long(object_id):
                 raise BadRequest(f"the object's id is over {MAX_IRI_BYTES} bytes")
+        if (
+            kind == "Undo"
+            and isinstance(obj, dict)
+            and not (id_of(obj) or types_of(obj))
+        ):
+            raise BadRequest("an Undo's object needs an id or a type")
     if "Follow" in types and not isinstance(ident, str):
         raise BadRequest("a Follow needs an id, to be accepted by")
     if "Create" in types and isinstance(obj, str) and not same_origin(obj, actor):
@@ -169,8 +176,8 @@ def parse_activity(body: bytes) -> dict[str, Any]:
 
 def _identity(activity: Mapping[str, Any]) -> tuple[Any, ...]:
     """An activity's id, actor and type names, however its context spells them."""
-    names = {t.rsplit("#", 1)[-1].removeprefix("as:") for t in types_of(activity)}
-    return id_of(activity), id_of(activity.get("actor")), frozenset(names)
+    names = frozenset(type_names(activity))
+    return id_of(activity), id_of(activity.get("actor")), names
 
 
 def _undone_key(actor_id: str, activity_id: str) -> str:
@@ -211,7 +218,7 @@ class Inbox:
         actor_id = id_of(activity["actor"])
         assert actor_id is not None
 
-        if "Follow" in types_of(activity) and (
+        if "Follow" in type_names(activity) and (
             await self.fed.local_user(id_of(activity["object"])) is None
         ):
             raise BadRequest("the Follow names no one here")

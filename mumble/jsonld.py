@@ -122,6 +122,15 @@ def parse_json(body: bytes | str) -> Any:
     return doc
 
 
+def type_names(doc: Any) -> list[str]:
+    """A document's types as our terms name them: ``as:Follow`` and the full
+    ActivityStreams IRI are ``Follow``, as compaction would make them."""
+    return [_AS_TERM.sub("", t) for t in types_of(doc)]
+
+
+_AS_TERM = re.compile(r"^(?:as:|https://www\.w3\.org/ns/activitystreams#)")
+
+
 def as_list(value: Any) -> list[Any]:
     """Return a property's values as a list: absent is empty, one is a list of one."""
     if value is None:

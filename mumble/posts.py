@@ -308,6 +308,11 @@ class Posts:
             activity_id,
             {"key": key, "object": object_id, "kind": kind, "actor": ctx.actor_id},
         )
+        # An Undo processed at the same moment either saw the reaction just
+        # recorded, or recorded itself before this look: never neither.
+        if await self.fed.inbox.undone(ctx):
+            await self.backend.delete("reactions", key)
+            await self.backend.delete("reaction-ids", activity_id)
 
     async def on_undo_reaction(self, ctx: ActivityContext, inner: Any) -> None:
         known = await self.backend.get("reaction-ids", id_of(inner) or "")

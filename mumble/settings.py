@@ -37,6 +37,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     body_timeout: float = 30.0
     fetch_timeout: float = 30.0
+    #: Actors and their keys: asked for while a peer waits for its answer,
+    #: which it does not wait long for.
+    actor_fetch_timeout: float = 10.0
     connect_timeout: float = 5.0
     max_redirects: int = 3
     actor_cache_seconds: float = 24 * 3600

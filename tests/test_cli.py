@@ -314,6 +314,32 @@ def test_a_missing_owner_token_is_one_line_not_a_traceback(
     assert "Traceback" not in result.stderr
 
 
+def test_a_body_that_cannot_be_read_is_logged_in_one_line() -> None:
+    import logging
+
+    from aiohttp.web_protocol import RequestPayloadError
+
+    from mumble.cli import _one_line_for_bad_http
+
+    try:
+        raise RequestPayloadError("Can not decode content-encoding: gzip")
+    except RequestPayloadError:
+        record = logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Unhandled exception",
+            (),
+            sys.exc_info(),
+        )
+    assert _one_line_for_bad_http(record)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert record.getMessage() == (
+        "a client sent a malformed request: Can not decode content-encoding: gzip"
+    )
+
+
 def test_a_malformed_request_is_logged_in_one_line() -> None:
     import logging
 

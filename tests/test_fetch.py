@@ -171,3 +171,28 @@ async def test_a_burst_of_fetches_to_a_quick_host_all_succeed(tmp_path: Path) ->
     finally:
         await client.close()
         await server.close()
+
+
+async def test_fetches_to_many_hosts_together_leave_connections_for_the_rest(
+    tmp_path: Path, slow_site: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mumble.fetch.FETCHES_AT_ONCE", 2)
+    monkeypatch.setattr("mumble.fetch.FETCH_QUEUE_SECONDS", 0.3)
+    base, hits = slow_site
+    port = base.rsplit(":", 1)[1]
+    client = fetcher(tmp_path, allow_private_addresses=True, fetch_timeout=5.0)
+    # Two names of one silent server: two hosts, each under its own cap.
+    waiting = [
+        asyncio.create_task(client.get_json(f"http://{host}:{port}/silent/x"))
+        for host in ("127.0.0.1", "localhost")
+    ]
+    await eventually(lambda: len(hits) >= 2)
+    with pytest.raises(FetchError, match="fetches in flight to all hosts"):
+        await client.get_json(f"{base}/silent/third")
+    # Deliveries still go out.
+    assert (await client.request("POST", f"{base}/hop/0", body=b"{}")).status == 405
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert client._hosts == {}
+    await client.close()

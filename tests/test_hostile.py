@@ -2608,15 +2608,70 @@ async def test_a_key_whose_owner_is_gone_is_401(
             {"type": "Follow", "object": "https://elsewhere.example/users/x"},
             "names no one here",
         ),
+        ({"type": "Undo", "object": {}}, "needs an id or a type"),
     ],
 )
+@pytest.mark.parametrize(
+    "spelling", ["{}", "as:{}", "https://www.w3.org/ns/activitystreams#{}"]
+)
 async def test_activities_that_would_be_dropped_later_are_400_at_the_door(
-    server: MumbleServer, peer: Peer, shape: dict[str, Any], message: str
+    server: MumbleServer,
+    peer: Peer,
+    shape: dict[str, Any],
+    message: str,
+    spelling: str,
 ) -> None:
     bob = peer.user("bob")
     doc = {"id": f"{bob.id}/a/1", "actor": bob.id, "object": server.actor} | shape
     doc = {k: v for k, v in doc.items() if v is not None}
+    # However the type is written, with a context that makes it compacted.
+    doc["type"] = spelling.format(doc["type"])
+    doc["@context"] = ["https://www.w3.org/ns/activitystreams", {"x": "as:x"}]
     url = f"{server.origin}/inbox"
     body, headers = _signed_body(bob, url, json.dumps(doc).encode())
     answer = await assert_rejected(server, 400, url, body, headers)
     assert message in answer["error"]
+
+
+async def test_a_like_and_its_undo_processed_at_once_leave_no_like(
+    server: MumbleServer, peer: Peer
+) -> None:
+    post = await local_post(server)
+    for i in range(10):
+        user = peer.user(f"liker{i}")
+        like = peer.activity(user, "Like", post["id"])
+        undo = peer.activity(user, "Undo", like["id"])
+        answers = await asyncio.gather(
+            peer.send(user, f"{server.origin}/inbox", like),
+            peer.send(user, f"{server.origin}/inbox", undo),
+        )
+        assert [status for status, _ in answers] == [202, 202]
+    await settled(server)
+    await quiet(server)
+    assert await server.fed.backend.query("reactions") == []
+    assert (await server.fed.posts.counts(post["id"]))["likes"] == 0
+
+
+async def test_a_key_server_that_does_not_answer_holds_a_delivery_briefly(
+    make_server: ServerFactory, site: Site
+) -> None:
+    server = await make_server(fetch_timeout=5.0, actor_fetch_timeout=0.5)
+
+    async def silent(request: web.Request) -> web.StreamResponse:
+        await site.stall(5)
+        return web.Response()
+
+    site.routes["/actors/quiet"] = silent
+    quiet_user = RemoteUser("quiet", pooled_key(), site.url("").rstrip("/"))
+    body = json.dumps(
+        {
+            "id": f"{quiet_user.id}/follows/1",
+            "type": "Follow",
+            "actor": quiet_user.id,
+            "object": server.actor,
+        }
+    ).encode()
+    url = f"{server.origin}/inbox"
+    started = time.monotonic()
+    await assert_rejected(server, 401, url, body, signed_headers(quiet_user, url, body))
+    assert time.monotonic() - started < 1.5
