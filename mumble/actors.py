@@ -267,8 +267,6 @@ class RemoteActors:
             actor = await self.get(owner_url, refresh=refresh, persist=False)
         except NotAnActor:
             actor = await self._owner_of_key_document(key_id)
-        except (NotFound, Gone) as exc:
-            raise FetchError(f"key {key_id}: {exc.message}") from exc
         pem = keys_of(actor.doc).get(key_id)
         if pem is None and self._may_refresh(actor.id):
             actor = await self.get(actor.id, refresh=True, persist=False)
@@ -302,12 +300,9 @@ class RemoteActors:
 
     async def _owner_of_key_document(self, key_id: str) -> RemoteActor:
         """Some servers give keys their own documents, naming the owner."""
-        try:
-            doc = await self.fetcher.get_json(
-                key_id.split("#", 1)[0], timeout=self.fetch_timeout
-            )
-        except (NotFound, Gone) as exc:
-            raise FetchError(f"key {key_id}: {exc.message}") from exc
+        doc = await self.fetcher.get_json(
+            key_id.split("#", 1)[0], timeout=self.fetch_timeout
+        )
         owner = id_of(doc.get("owner"))
         if not owner or not same_origin(owner, key_id):
             raise FetchError(f"key {key_id} has no owner on its origin")

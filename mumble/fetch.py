@@ -3,9 +3,10 @@
 Every request goes through :class:`Fetcher`, which enforces what a server
 talking to strangers needs: one deadline for a request and its redirects, at
 most a few redirects (each one checked again), a cap on body size, a few
-fetches at a time per host (more fail at once, to be retried, instead of
-tying up the caller), and no connections to loopback, private or otherwise
-special addresses unless the operator allows them.
+fetches at a time per host and in all (more wait briefly, then fail, so that
+silent servers cannot hold every connection), and no connections to
+loopback, private or otherwise special addresses unless the operator allows
+them.
 """
 
 from __future__ import annotations

@@ -209,21 +209,22 @@ async def scenario(
         assert result["statusCode"] < 300, result
         return result
 
+    def delivered(activity: dict[str, Any]) -> dict[str, Any]:
+        """Bob's signed delivery to the shared inbox, as CloudFront passes it on."""
+        body = json.dumps(activity).encode()
+        signed = sign_request(
+            "POST",
+            f"https://{DOMAIN}/inbox",
+            key_id=bob.key_id,
+            private_key=bob.key,
+            body=body,
+            headers={"Content-Type": "application/activity+json"},
+        )
+        return v2_event("POST", "/inbox", through_cloudfront(signed), body=body)
+
     await as_function("api", lambda: call(v2_event("GET", "/users/alice", {})))
     follow = peer.activity(bob, "Follow", f"https://{DOMAIN}/users/alice")
-    body = json.dumps(follow).encode()
-    signed = sign_request(
-        "POST",
-        f"https://{DOMAIN}/inbox",
-        key_id=bob.key_id,
-        private_key=bob.key,
-        body=body,
-        headers={"Content-Type": "application/activity+json"},
-    )
-    await as_function(
-        "api",
-        lambda: call(v2_event("POST", "/inbox", through_cloudfront(signed), body=body)),
-    )
+    await as_function("api", lambda: call(delivered(follow)))
     owner = {
         "Host": API_DOMAIN,
         "Authorization": f"Bearer {deployment.id_token}",
@@ -314,17 +315,8 @@ async def scenario(
 
     # A like, which the application answers with a post of its own.
     [post] = [r.key for r in await backend.query("objects")]
-    like = json.dumps(peer.activity(bob, "Like", post)).encode()
-    signed = sign_request(
-        "POST",
-        f"https://{DOMAIN}/inbox",
-        key_id=bob.key_id,
-        private_key=bob.key,
-        body=like,
-        headers={"Content-Type": "application/activity+json"},
-    )
-    event = v2_event("POST", "/inbox", through_cloudfront(signed), body=like)
-    await as_function("api", lambda: call(event))
+    like = peer.activity(bob, "Like", post)
+    await as_function("api", lambda: call(delivered(like)))
     [inbound] = await backend.staging.keys("inbound/")
     located = object_created(backend.settings.bucket, inbound)
     assert (await step(container, steps.translate_inbound, located))["status"] == "done"

@@ -122,17 +122,15 @@ class AwsBackend(Backend):
             return await self.parameters.get(key)
         if not storable_key(key):
             return None
+        if ns in DOCUMENT_NAMESPACES:
+            return await self.documents.get(ns, key)
         response = await self._dynamodb.get_item(
             TableName=table_for(self.settings, ns),
             Key=key_of(ns, key),
             ConsistentRead=True,
         )
         item = response.get("Item")
-        if item is None:
-            return None
-        if DOCUMENT in item:
-            return await self.documents.get(ns, key)
-        return value_of(item)
+        return None if item is None else value_of(item)
 
     async def put(
         self, ns: str, key: str, value: dict[str, Any], *, only_new: bool = False
@@ -395,16 +393,23 @@ class AwsBackend(Backend):
     async def release(self, ns: str, key: str, holder: str) -> None:
         """Let go of a claim, if ``holder`` still holds it (it may have expired
         and been taken by another)."""
+        await self.delete_if(ns, key, WRITER, holder)
+
+    async def delete_if(self, ns: str, key: str, attribute: str, value: str) -> bool:
+        """Delete an item while its string ``attribute`` is ``value``; True if so."""
         try:
             await self._dynamodb.delete_item(
                 TableName=table_for(self.settings, ns),
                 Key=key_of(ns, key),
-                ConditionExpression=f"{WRITER} = :holder",
-                ExpressionAttributeValues={":holder": {"S": holder}},
+                ConditionExpression="#attribute = :value",
+                ExpressionAttributeNames={"#attribute": attribute},
+                ExpressionAttributeValues={":value": {"S": value}},
             )
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
+            return False
+        return True
 
     def _claim_item(self, task_id: str, activity: str) -> dict[str, Any]:
         item = item_of(CLAIMS, task_id, {"activity": activity})

@@ -148,16 +148,7 @@ class Documents:
 
     async def _unpoint(self, ns: str, key: str, place: str) -> None:
         """Delete the item if it still names ``place``."""
-        try:
-            await self._dynamodb.delete_item(
-                TableName=table_for(self.settings, ns),
-                Key=key_of(ns, key),
-                ConditionExpression=f"{DOCUMENT} = :place",
-                ExpressionAttributeValues={":place": {"S": place}},
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise
+        await self.backend.delete_if(ns, key, DOCUMENT, place)
 
     async def _settle_unknown(
         self, ns: str, key: str, place: str, before: str | None
